@@ -1,0 +1,5 @@
+import sys
+
+from most.cli import main
+
+sys.exit(main())

@@ -1,0 +1,80 @@
+"""`most <stage> ...`: thin entry points, one per stage. The logic lives in each stage's `run`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from pathlib import Path
+
+from most import config, stages
+
+log = logging.getLogger("most")
+
+
+def _add_stage(commands, stage: stages.Stage) -> None:
+    parser = commands.add_parser(stage.name, help=stage.summary, description=f"Stage `{stage.name}`: {stage.summary}.")
+    parser.add_argument("--config", default=str(config.DEFAULT_CONFIG),
+                        help="whole config file, or the stage view the workflow wrote (default: %(default)s)")
+    for upstream in stage.inputs:
+        parser.add_argument(f"--{upstream}", metavar="DIR", help=f"output folder of stage `{upstream}` (default: results/<run>/{upstream})")
+    parser.add_argument("--output", metavar="DIR", help=f"output folder (default: results/<run>/{stage.name})")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="worker processes (outputs do not depend on it)")
+    parser.add_argument("--log", metavar="FILE", help="this job's log file, attached to its MLflow run")
+    parser.set_defaults(handler=lambda args: run_stage(stage.name, args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="most",
+        description="MoST reproduction: run one pipeline stage (the workflow runs them all: `snakemake --cores all`).",
+    )
+    commands = parser.add_subparsers(title="stages", metavar="<stage>", required=True)
+    for stage in stages.STAGES.values():
+        _add_stage(commands, stage)
+    export = commands.add_parser("export-dvc", help="write dvc.yaml from the Snakemake workflow (or --check it)")
+    export.add_argument("--check", action="store_true", help="exit 1 if dvc.yaml differs from a fresh export")
+    export.set_defaults(handler=_export_dvc)
+    return parser
+
+
+def run_stage(name: str, args: argparse.Namespace) -> int:
+    from most import tracking
+
+    view, whole = config.load_for_stage(args.config, name)
+    stage = stages.STAGES[name]
+    if whole is None and (args.output is None or any(getattr(args, u) is None for u in stage.inputs)):
+        raise config.ConfigError(f"{args.config} is a stage view without `run`: pass --output and the input folders")
+    run_name = whole["run"] if whole else ""
+    inputs = {u: Path(getattr(args, u) or stages.output_dir(run_name, u)) for u in stage.inputs}
+    outputs = {name: Path(args.output or stages.output_dir(run_name, name))}
+    tracking_settings = tracking.settings_from_env() or (whole["tracking"] if whole else None)
+    module = importlib.import_module(stage.module)
+    log.info("stage %s: config %s, inputs %s, output %s", name, args.config, {k: str(v) for k, v in inputs.items()}, outputs[name])
+    with tracking.stage_run(name, view, tracking_settings, inputs, args.config, args.log) as tracked:
+        result = module.run(view, inputs, outputs, threads=max(1, args.threads))
+        tracked.log_result(result)
+    log.info("stage %s done: %s", name, ", ".join(f"{k}={v}" for k, v in list(result.metrics.items())[:12]))
+    return 0
+
+
+def _export_dvc(args: argparse.Namespace) -> int:
+    from most import dvc_pipeline
+
+    return dvc_pipeline.main(check=args.check)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except config.ConfigError as error:
+        log.error("%s", error)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

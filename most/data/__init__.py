@@ -1,0 +1,1 @@
+"""Data stages: `download` (sources, embedded synthesis) and `prepare` (manifests, quality report)."""

@@ -1,0 +1,184 @@
+"""Stage `prepare`: manifests per split and a quality report, from the downloaded sources.
+
+Every row is checked; a row that cannot be used is skipped and counted by reason, a row that can be
+repaired (resampled, mixed down, punctuation stripped) is kept and counted. Work is spread over
+processes in fixed chunks, and results are merged in input order, so outputs never depend on the
+number of processes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+from tqdm import tqdm
+
+from most.data import audio, quality, sources
+from most.data.manifest import speech_row, text_row
+from most.data.leakage import held_out_found_in
+from most.io import atomic_directory, read_jsonl, write_json, write_jsonl
+from most.stages import StageResult
+
+log = logging.getLogger(__name__)
+
+CHUNK = 64  # rows per work unit
+
+
+def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult:
+    settings = cfg["prepare"]
+    download = Path(inputs["download"])
+    report = quality.QualityReport()
+    speech: dict[str, list[dict]] = defaultdict(list)
+    text: dict[str, list[dict]] = defaultdict(list)
+    with atomic_directory(outputs["prepare"]) as out:
+        repaired_root = Path(outputs["prepare"]) / "audio"  # final location of repaired audio
+        for source_dir in sorted(p for p in download.iterdir() if p.is_dir()):
+            source = source_dir.name
+            rows = read_jsonl(source_dir / sources.METADATA) if (source_dir / sources.METADATA).exists() else []
+            text_rows = read_jsonl(source_dir / sources.TEXT) if (source_dir / sources.TEXT).exists() else []
+            log.info("source %s: %d utterances, %d text items", source, len(rows), len(text_rows))
+            for row, outcome, kept in _check_utterances(rows, source_dir, source, settings, out / "audio", repaired_root, threads):
+                report.add(source, "speech", row.get("id", ""), outcome)
+                if outcome.skip is None:
+                    speech[row["split"]].append(kept)
+            seen: set[str] = set()
+            for row in text_rows:
+                outcome = quality.normalize_text(row.get("text", ""), settings)
+                if outcome.skip is None and row["id"] in seen:
+                    outcome.skip = "duplicate_id"
+                seen.add(row["id"])
+                report.add(source, "text", row.get("id", ""), outcome)
+                if outcome.skip is None:
+                    text[row["split"]].append(text_row(id=f"{source}-{row['id']}", text=outcome.text, split=row["split"],
+                                                       task=row["task"], source=source, response=row.get("response", ""),
+                                                       answers=row.get("answers", [])))
+        (out / "manifests").mkdir()
+        (out / "text").mkdir()
+        for split, rows in sorted(speech.items()):
+            write_jsonl(rows, out / "manifests" / f"{split}.jsonl")
+        for split, rows in sorted(text.items()):
+            write_jsonl(rows, out / "text" / f"{split}.jsonl")
+        splits = _split_sizes(speech, text)
+        leakage = held_out_in_training(speech, text, settings["leakage_check"])
+        data = report.to_dict({"splits": splits, "held_out_in_training": leakage})
+        write_json(data, out / "quality_report.json")
+        (out / "quality_report.md").write_text(quality.to_markdown(data))
+    log.info("prepare: %d rows, %d kept, %d skipped; held-out texts in training: %s",
+             data["rows"], data["kept"], data["skipped_total"], leakage.get("found"))
+    metrics = {"rows": data["rows"], "kept": data["kept"], "skipped": data["skipped_total"]}
+    metrics.update({f"skipped.{reason}": count for reason, count in data["skipped"].items()})
+    metrics.update({f"repaired.{reason}": count for reason, count in data["repaired"].items()})
+    for split, sizes in splits.items():
+        metrics.update({f"{split}.{key}": value for key, value in sizes.items()})
+    if leakage["mode"] != "off":
+        metrics["held_out_in_training"] = leakage["found"]
+    prepared = Path(outputs["prepare"])
+    return StageResult(metrics=metrics, artifacts=[prepared / "quality_report.json", prepared / "quality_report.md"])
+
+
+def _check_utterances(rows, source_dir, source, settings, audio_out, repaired_root, threads):
+    """Yield (row, outcome, manifest row) in input order."""
+    seen: set[str] = set()
+    duplicates = set()
+    for index, row in enumerate(rows):
+        if row.get("id", "") in seen:
+            duplicates.add(index)
+        seen.add(row.get("id", ""))
+    chunks = [(rows[i : i + CHUNK], i, source_dir, source, settings, audio_out, repaired_root, duplicates) for i in range(0, len(rows), CHUNK)]
+    progress = tqdm(total=len(rows), desc=f"checking {source}", unit="utt", mininterval=5)
+    if threads <= 1 or len(chunks) <= 1:
+        results = map(_check_chunk, chunks)
+        pool = None
+    else:
+        pool = ProcessPoolExecutor(max_workers=threads, mp_context=get_context("spawn"))
+        results = pool.map(_check_chunk, chunks)
+    try:
+        for chunk, checked in zip(chunks, results):
+            for row, (outcome, kept) in zip(chunk[0], checked):
+                yield row, outcome, kept
+            progress.update(len(chunk[0]))
+    finally:
+        progress.close()
+        if pool is not None:
+            pool.shutdown()
+
+
+def _check_chunk(args) -> list[tuple[quality.Outcome, dict | None]]:
+    rows, offset, source_dir, source, settings, audio_out, repaired_root, duplicates = args
+    return [_check_one(row, offset + i in duplicates, source_dir, source, settings, audio_out, repaired_root) for i, row in enumerate(rows)]
+
+
+def _check_one(row, duplicate, source_dir, source, settings, audio_out, repaired_root):
+    outcome = quality.normalize_text(row.get("text", ""), settings)
+    if outcome.skip:
+        return outcome, None
+    if duplicate:
+        outcome.skip = "duplicate_id"
+        return outcome, None
+    path = Path(source_dir) / row["file_name"]
+    try:
+        samples, rate = audio.read(path)
+    except Exception as error:  # soundfile raises several types for corrupt input
+        outcome.skip, outcome.detail = "unreadable", f"{path}: {type(error).__name__}: {str(error)[:120]}"
+        return outcome, None
+    mono = samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
+    if samples.shape[1] > 1:
+        outcome.repairs.append("downmixed")
+    target_rate = settings["sample_rate"]
+    if rate != target_rate and mono.size:
+        mono = audio.resample(mono, rate, target_rate)
+        outcome.repairs.append("resampled")
+    skip, detail = quality.audio_problem(mono, target_rate, settings)
+    if skip:
+        outcome.skip, outcome.detail = skip, f"{path}: {detail}"
+        return outcome, None
+    audio_path = str(path)
+    if "resampled" in outcome.repairs or "downmixed" in outcome.repairs:
+        relative = Path(source) / row["split"] / f"{Path(row['file_name']).stem}.flac"
+        audio.write_flac(Path(audio_out) / relative, mono, target_rate)
+        audio_path = str(Path(repaired_root) / relative)
+    kept = speech_row(
+        id=f"{source}-{row['id']}", audio=audio_path, duration=round(mono.size / target_rate, 4), text=outcome.text,
+        speaker=row.get("speaker", ""), split=row["split"], task=row["task"], source=source,
+        response=row.get("response", ""), answers=row.get("answers", []), pair_id=row.get("pair_id", ""),
+        label=row.get("label", ""),
+    )
+    return outcome, kept
+
+
+def _split_sizes(speech: dict, text: dict) -> dict:
+    sizes = {}
+    for split in sorted(set(speech) | set(text)):
+        rows = speech.get(split, [])
+        sizes[split] = {
+            "utterances": len(rows),
+            "hours": round(sum(r["duration"] for r in rows) / 3600, 4),
+            "speakers": len({r["speaker"] for r in rows}),
+            "text_items": len(text.get(split, [])),
+        }
+    return sizes
+
+
+def held_out_in_training(speech: dict, text: dict, mode: str) -> dict:
+    """Count dev/test texts that occur in training text (see `most.data.leakage`)."""
+    if mode == "off":
+        return {"mode": mode}
+    train_rows = [r for split, rows in list(speech.items()) + list(text.items()) if split.startswith("train") for r in rows]
+    training = [r["text"] for r in train_rows] + [r["response"] for r in train_rows if r["response"]]
+    held_out = {
+        r["text"]: r["id"]
+        for split, rows in list(speech.items()) + list(text.items())
+        if not split.startswith("train")
+        for r in rows
+        if r["task"] != "swuggy"  # single vocabulary words by design
+    }
+    found = held_out_found_in(training, held_out, mode)
+    return {
+        "mode": mode,
+        "checked": len(held_out),
+        "found": len(found),
+        "examples": [f"{held_out[t]}: {t}" for t in sorted(found)[:5]],
+    }

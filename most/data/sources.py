@@ -1,0 +1,78 @@
+"""The source-folder contract between `download` and `prepare`.
+
+Every source, whatever its origin (embedded synthesis, a hub dataset, a local folder), ends up
+under `results/<run>/download/<source>/` as:
+
+  metadata.jsonl   one row per utterance: file_name (relative to the folder), id, text, speaker,
+                   split, task, and optional response, answers, pair_id, label
+  text.jsonl       one row per text-only item: id, text, split, task, response, answers
+  audio/...        the audio files, as downloaded or synthesized (decoded later, with soundfile)
+
+Local folders use the same layout as `datasets`' audiofolder (metadata.jsonl or metadata.csv with a
+`file_name` column), so any folder a user already has for `datasets` works as a source.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from most.io import read_jsonl
+
+METADATA = "metadata.jsonl"
+TEXT = "text.jsonl"
+
+FIELDS = ("id", "split", "task", "text", "speaker", "response", "answers", "pair_id", "label")
+
+
+def record(**values) -> dict:
+    """A metadata/text row with every field present and typed (stable for `datasets`)."""
+    row = {
+        "id": str(values.get("id", "")),
+        "split": str(values.get("split", "")),
+        "task": str(values.get("task", "")),
+        "text": "" if values.get("text") is None else str(values["text"]),
+        "speaker": str(values.get("speaker") or ""),
+        "response": str(values.get("response") or ""),
+        "answers": [str(a) for a in (values.get("answers") or [])],
+        "pair_id": str(values.get("pair_id") or ""),
+        "label": str(values.get("label") or ""),
+    }
+    if "file_name" in values:
+        row = {"file_name": str(values["file_name"]), **row}
+    return row
+
+
+def read_local_metadata(folder: Path, default_split: str, default_task: str) -> list[dict]:
+    """Rows of a local audiofolder-style source, with defaults filled in.
+
+    Raises ValueError naming the file when the metadata is missing or lacks `file_name`.
+    """
+    jsonl, csv_path = folder / METADATA, folder / "metadata.csv"
+    if jsonl.exists():
+        raw, where = read_jsonl(jsonl), jsonl
+    elif csv_path.exists():
+        with open(csv_path, newline="", encoding="utf-8") as handle:
+            raw, where = list(csv.DictReader(handle)), csv_path
+    else:
+        raise ValueError(f"local source {folder} has no {METADATA} or metadata.csv")
+    rows = []
+    for number, row in enumerate(raw, 1):
+        if not row.get("file_name"):
+            raise ValueError(f"{where}: row {number} has no file_name")
+        text = row.get("text", row.get("transcription", row.get("sentence")))
+        rows.append(
+            record(
+                file_name=row["file_name"],
+                id=row.get("id") or Path(row["file_name"]).stem,
+                split=row.get("split") or default_split,
+                task=row.get("task") or default_task,
+                text=text,
+                speaker=row.get("speaker") or row.get("speaker_id"),
+                response=row.get("response"),
+                answers=row.get("answers"),
+                pair_id=row.get("pair_id"),
+                label=row.get("label"),
+            )
+        )
+    return rows

@@ -1,0 +1,215 @@
+"""MLflow tracking: a parent run per pipeline invocation, a child run per stage job.
+
+Snakemake's `onstart` hook (main process only) creates the parent run with `start_pipeline` and
+exports it to every job through environment variables; each `most <stage>` opens a child run with
+`stage_run`; `onsuccess`/`onerror` close the parent with `end_pipeline`. A stage run by hand, with
+no parent in the environment, makes a standalone run.
+
+The URI is MLFLOW_TRACKING_URI, else the config's tracking.uri, else an sqlite file
+`results/mlflow.db` (absolute path) beside the run outputs. `tracking.enabled: false` turns all of
+it off. We use MlflowClient throughout: nothing depends on MLflow's process-global active run, and
+MLFLOW_RUN_ID (which means "resume this run") is never used to pass the parent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import platform
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from most.config import flatten
+from most.io import tree_md5
+
+log = logging.getLogger(__name__)
+
+ENV_ENABLED = "MOST_TRACKING"
+ENV_PARENT = "MOST_MLFLOW_PARENT_RUN_ID"
+ENV_URI = "MLFLOW_TRACKING_URI"
+ENV_EXPERIMENT = "MLFLOW_EXPERIMENT_NAME"
+MAX_PARAM_LENGTH = 6000
+PARAM_BATCH = 100
+
+
+def resolve_uri(tracking: dict) -> str:
+    if os.environ.get(ENV_URI):
+        return os.environ[ENV_URI]
+    if tracking.get("uri"):
+        return tracking["uri"]
+    return f"sqlite:///{Path.cwd() / 'results' / 'mlflow.db'}"
+
+
+def settings_from_env() -> dict | None:
+    """Tracking settings exported by the workflow's onstart hook, if any."""
+    if ENV_ENABLED not in os.environ:
+        return None
+    return {
+        "enabled": os.environ[ENV_ENABLED] == "1",
+        "uri": os.environ.get(ENV_URI, ""),
+        "experiment": os.environ.get(ENV_EXPERIMENT, "most"),
+    }
+
+
+def _client(tracking: dict):
+    from mlflow import MlflowClient
+
+    uri = resolve_uri(tracking)
+    if uri.startswith("sqlite:///"):
+        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    return MlflowClient(tracking_uri=uri), uri
+
+
+def _experiment_id(client, name: str, uri: str) -> str:
+    from mlflow.exceptions import MlflowException
+
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    # With a database backend and no server, artifacts would land in ./mlruns of whichever folder
+    # the first job ran in; pin them next to the database instead.
+    location = None
+    if uri.startswith("sqlite:///"):
+        location = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts" / name).as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:  # created concurrently by another job
+        return client.get_experiment_by_name(name).experiment_id
+
+
+def git_state() -> dict[str, str]:
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], capture_output=True, text=True, timeout=20, check=True).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    commit = git("rev-parse", "HEAD") or "unknown"
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return {"git.commit": commit, "git.dirty": "true" if dirty else "false"}
+
+
+def _log_params(client, run_id: str, params: dict) -> None:
+    from mlflow.entities import Param
+
+    items = []
+    for key, value in sorted(flatten(params).items()):
+        text = value if isinstance(value, str) else json.dumps(value)
+        items.append(Param(key[:250], text[:MAX_PARAM_LENGTH]))
+    for start in range(0, len(items), PARAM_BATCH):
+        client.log_batch(run_id, params=items[start : start + PARAM_BATCH])
+
+
+def _log_metrics(client, run_id: str, metrics: dict) -> None:
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    items = [Metric(key, float(value), now, 0) for key, value in sorted(metrics.items())]
+    for start in range(0, len(items), 1000):
+        client.log_batch(run_id, metrics=items[start : start + 1000])
+
+
+def _log_artifacts(client, run_id: str, paths, folder: str | None = None) -> None:
+    for path in paths:
+        path = Path(path)
+        if path.is_file() and path.stat().st_size:
+            client.log_artifact(run_id, str(path), artifact_path=folder)
+
+
+# --------------------------------------------------------------------------------------------
+# pipeline (parent) runs
+
+
+def start_pipeline(config: dict, snakemake_version: str = "") -> str | None:
+    """Create the parent run and export it (and the tracking settings) to every job."""
+    tracking = config["tracking"]
+    os.environ[ENV_ENABLED] = "1" if tracking["enabled"] else "0"
+    if not tracking["enabled"]:
+        return None
+    client, uri = _client(tracking)
+    os.environ[ENV_URI] = uri
+    os.environ[ENV_EXPERIMENT] = tracking["experiment"]
+    experiment_id = _experiment_id(client, tracking["experiment"], uri)
+    tags = {
+        **git_state(),
+        "most.kind": "pipeline",
+        "most.run": config["run"],
+        "host": platform.node(),
+        "snakemake.version": snakemake_version,
+        "mlflow.source.name": "snakemake",
+    }
+    run = client.create_run(experiment_id, run_name=f"{config['run']}-{time.strftime('%Y%m%d-%H%M%S')}", tags=tags)
+    _log_params(client, run.info.run_id, config)
+    _log_artifacts(client, run.info.run_id, [Path("config") / "config.yaml"], "config")
+    os.environ[ENV_PARENT] = run.info.run_id
+    log.info("MLflow parent run %s at %s", run.info.run_id, uri)
+    return run.info.run_id
+
+
+def end_pipeline(success: bool, log_paths=None) -> None:
+    """Close the parent run with the right status, attaching Snakemake's log(s) and dvc.lock."""
+    run_id = os.environ.get(ENV_PARENT)
+    if not run_id or os.environ.get(ENV_ENABLED) != "1":
+        return
+    client, _ = _client({"uri": os.environ.get(ENV_URI, "")})
+    if isinstance(log_paths, str | os.PathLike):
+        log_paths = [log_paths]
+    _log_artifacts(client, run_id, [*(log_paths or []), "dvc.lock"], "pipeline")
+    client.set_terminated(run_id, "FINISHED" if success else "FAILED")
+
+
+# --------------------------------------------------------------------------------------------
+# stage (child) runs
+
+
+class StageRun:
+    """Handle the CLI uses to report a stage's results into its run (a no-op when disabled)."""
+
+    def __init__(self, client=None, run_id: str | None = None) -> None:
+        self.client, self.run_id = client, run_id
+
+    def log_result(self, result) -> None:
+        if self.client is None:
+            return
+        _log_metrics(self.client, self.run_id, result.metrics)
+        _log_artifacts(self.client, self.run_id, result.artifacts, "reports")
+
+
+@contextlib.contextmanager
+def stage_run(stage: str, view: dict, tracking: dict | None, inputs: dict, config_path: str | None, log_file: str | None) -> Iterator[StageRun]:
+    """A child run of the pipeline's parent (or a standalone run), FAILED if the stage raises."""
+    if not tracking or not tracking["enabled"]:
+        yield StageRun()
+        return
+    client, uri = _client(tracking)
+    experiment_id = _experiment_id(client, os.environ.get(ENV_EXPERIMENT) or tracking["experiment"], uri)
+    parent = os.environ.get(ENV_PARENT)
+    tags = {
+        **git_state(),
+        "most.kind": "stage",
+        "most.stage": stage,
+        "host": platform.node(),
+        **{f"input.{name}.md5": tree_md5(path) for name, path in sorted(inputs.items()) if Path(path).exists()},
+    }
+    if parent:
+        tags["mlflow.parentRunId"] = parent
+    if os.environ.get("SLURM_JOB_ID"):
+        tags["slurm.job_id"] = os.environ["SLURM_JOB_ID"]
+    run = client.create_run(experiment_id, run_name=stage, tags=tags)
+    run_id = run.info.run_id
+    _log_params(client, run_id, view)
+    status = "FAILED"
+    try:
+        yield StageRun(client, run_id)
+        status = "FINISHED"
+    finally:
+        _log_artifacts(client, run_id, [p for p in (config_path,) if p], "config")
+        if log_file:
+            for handler in logging.getLogger().handlers:
+                handler.flush()
+            _log_artifacts(client, run_id, [log_file], "logs")
+        client.set_terminated(run_id, status)

@@ -1,0 +1,108 @@
+"""Shared fixtures: a small config, temporary copies of the repository, and a finished tiny run."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+SIZE_DIVISOR = 50  # the tiny corpus: 1/50 of the embedded default
+
+
+def tiny_config() -> dict:
+    """config/config.yaml with the embedded corpus shrunk (seconds instead of a minute)."""
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    sizes = config["download"]["embedded"]["sizes"]
+    for key, value in sizes.items():
+        sizes[key] = max(2, value // SIZE_DIVISOR)
+    return config
+
+
+def write_config(repo: Path, config: dict) -> None:
+    (repo / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def repo_files() -> list[str]:
+    """The files a clone of the repository would have (tracked plus untracked, not ignored)."""
+    listing = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    ).stdout
+    # dvc.lock records a local run of the full config, not the repository's content
+    return [name for name in listing.split("\0") if name and name != "dvc.lock" and (REPO / name).is_file()]
+
+
+def copy_repo(target: Path) -> Path:
+    target.mkdir(parents=True, exist_ok=True)
+    for name in repo_files():
+        destination = target / name
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, destination)
+    return target
+
+
+def env(**extra: str) -> dict:
+    """The environment of a user who activated the venv; MLflow defaults to results/mlflow.db."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "MOST_", "DVC_", "SNAKEMAKE_"))}
+    environment["PATH"] = f"{BIN}{os.pathsep}{environment.get('PATH', '')}"
+    environment["DVC_NO_ANALYTICS"] = "1"
+    environment.update(extra)
+    return environment
+
+
+def run(command: list[str], cwd: Path, check: bool = True, timeout: int = 900, **extra_env: str) -> subprocess.CompletedProcess:
+    result = subprocess.run(command, cwd=cwd, env=env(**extra_env), capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    return result
+
+
+def git_init(repo: Path) -> None:
+    run(["git", "init", "-q"], repo)
+    run(["git", "-c", "user.name=test", "-c", "user.email=test@example.org", "add", "-A"], repo)
+    run(["git", "-c", "user.name=test", "-c", "user.email=test@example.org", "commit", "-qm", "test repository"], repo)
+
+
+def snakemake_plan(repo: Path, *args: str) -> set[str]:
+    """Jobs a dry run would execute, as `rule` or `rule[wildcards]` (the `all` target left out)."""
+    result = run(["snakemake", "-n", *args], repo)
+    jobs, current = [], None
+    for line in (result.stdout + result.stderr).splitlines():
+        match = re.match(r"^(?:local)?rule (\w+):$", line)
+        if match:
+            current = match.group(1)
+            jobs.append(current)
+        elif current and line.strip().startswith("wildcards:"):
+            jobs[-1] = f"{current}[{line.split(':', 1)[1].strip()}]"
+        elif not line.startswith(" "):
+            current = None
+    return {job for job in jobs if job != "all"}
+
+
+@pytest.fixture(scope="session")
+def ran_repo(tmp_path_factory) -> Path:
+    """A git + DVC copy of the repository after `snakemake --cores all` on the tiny config."""
+    repo = copy_repo(tmp_path_factory.mktemp("ran") / "repo")
+    write_config(repo, tiny_config())
+    git_init(repo)
+    remote = tmp_path_factory.mktemp("dvc-remote")
+    run(["dvc", "remote", "modify", "--local", "local", "url", str(remote)], repo)
+    result = run(["snakemake", "--cores", "all"], repo)
+    (repo / "snakemake-run.log").write_text(result.stdout + result.stderr)
+    return repo
+
+
+@pytest.fixture
+def fresh_copy(ran_repo, tmp_path) -> Path:
+    """A private copy of `ran_repo` (outputs, Snakemake metadata and git included) to modify."""
+    target = tmp_path / "repo"
+    shutil.copytree(ran_repo, target, symlinks=True)
+    return target

@@ -1,0 +1,45 @@
+"""The data stages through `snakemake --profile slurm` on a real single-node SLURM cluster."""
+
+import filecmp
+import subprocess
+
+import pytest
+from mlflow import MlflowClient
+
+from tests.conftest import REPO, copy_repo, git_init, run, tiny_config, write_config
+
+pytestmark = pytest.mark.slurm
+CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    started = subprocess.run([str(CLUSTER), "start"], capture_output=True, text=True, timeout=900)
+    if started.returncode == 3:
+        pytest.skip(started.stderr.strip())
+    assert started.returncode == 0, started.stderr
+    yield
+    subprocess.run([str(CLUSTER), "stop"], capture_output=True, timeout=120)
+
+
+def test_data_stages_run_as_slurm_jobs_with_the_same_results(cluster, ran_repo, tmp_path):
+    repo = copy_repo(tmp_path / "repo")
+    write_config(repo, tiny_config())
+    git_init(repo)
+    # this test cluster keeps no accounting database: job states come from squeue
+    result = run(
+        ["snakemake", "--cores", "all", "--profile", "slurm", "--slurm-status-command", "squeue",
+         "--slurm-init-seconds-before-status-checks", "2"],
+        repo, timeout=1200,
+    )
+    log = result.stdout + result.stderr
+    assert "has been submitted with SLURM jobid" in log
+    for stage in ("download", "prepare"):
+        assert list((repo / "results" / "slurm-logs" / f"rule_{stage}").glob("*.log")), f"no SLURM log for {stage}"
+    ours, local = repo / "results" / "embedded" / "prepare", ran_repo / "results" / "embedded" / "prepare"
+    files = sorted(p.relative_to(local) for p in local.rglob("*.json*"))
+    assert files and [str(f) for f in files if not filecmp.cmp(ours / f, local / f, shallow=False)] == []
+    client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'results' / 'mlflow.db'}")
+    stage_runs = client.search_runs([client.get_experiment_by_name("most").experiment_id], "tags.`most.kind` = 'stage'")
+    assert {r.info.run_name for r in stage_runs} == {"download", "prepare"}
+    assert all(r.data.tags.get("slurm.job_id") and r.data.tags.get("mlflow.parentRunId") for r in stage_runs)

@@ -1,0 +1,105 @@
+"""MLflow records: a parent per invocation, a child per stage, FAILED where a stage fails."""
+
+import json
+import re
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from tests.conftest import run
+
+
+def client_for(repo):
+    return MlflowClient(tracking_uri=f"sqlite:///{repo / 'results' / 'mlflow.db'}")
+
+
+def runs(repo, experiment="most"):
+    client = client_for(repo)
+    found = client.get_experiment_by_name(experiment)
+    return client, (client.search_runs([found.experiment_id], max_results=1000) if found else [])
+
+
+def children_of(all_runs, parent):
+    return {r.info.run_name: r for r in all_runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+
+
+def test_one_parent_run_with_one_child_per_stage(ran_repo):
+    client, all_runs = runs(ran_repo)
+    parents = [r for r in all_runs if r.data.tags.get("most.kind") == "pipeline"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    parent = parents[0]
+    assert re.fullmatch(r"[0-9a-f]{40}", parent.data.tags["git.commit"])
+    assert parent.data.params["prepare.min_duration_s"] == "0.2"
+    children = children_of(all_runs, parent)
+    assert set(children) == {"download", "prepare"}
+    prepare = children["prepare"]
+    assert prepare.info.status == "FINISHED"
+    assert prepare.data.tags["most.stage"] == "prepare" and re.fullmatch(r"[0-9a-f]{32}", prepare.data.tags["input.download.md5"])
+    assert prepare.data.tags["git.commit"] == parent.data.tags["git.commit"]
+    assert set(prepare.data.params) == {f"prepare.{k}" for k in yaml.safe_load((ran_repo / "config" / "config.yaml").read_text())["prepare"]}
+    assert prepare.data.metrics["skipped"] == 0 and prepare.data.metrics["train.utterances"] > 0
+    artifacts = {a.path for folder in ("reports", "logs", "config") for a in client.list_artifacts(prepare.info.run_id, folder)}
+    assert {"reports/quality_report.json", "reports/quality_report.md", "logs/prepare.log", "config/prepare.yaml"} <= artifacts
+    report = json.loads(open(client.download_artifacts(prepare.info.run_id, "reports/quality_report.json")).read())
+    assert report["kept"] == prepare.data.metrics["kept"]
+    assert children["download"].data.params["seed"] == "1234"
+
+
+def test_a_failing_stage_fails_its_run_and_the_parent(fresh_copy):
+    broken = fresh_copy / "broken-source"
+    broken.mkdir()
+    (broken / "metadata.jsonl").write_text("{this is not json}\n")
+    path = fresh_copy / "config" / "config.yaml"
+    config = yaml.safe_load(path.read_text())
+    config["download"]["local"] = [{"name": "broken", "path": str(broken), "split": "train", "task": "asr"}]
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    result = run(["snakemake", "--cores", "all"], fresh_copy, check=False)
+    assert result.returncode != 0
+    assert "metadata.jsonl:1: not a JSON object" in (fresh_copy / "results" / "embedded" / "logs" / "download.log").read_text()
+    _, all_runs = runs(fresh_copy)
+    parent = max((r for r in all_runs if r.data.tags.get("most.kind") == "pipeline"), key=lambda r: r.info.start_time)
+    assert parent.info.status == "FAILED"
+    children = children_of(all_runs, parent)
+    assert set(children) == {"download"}  # nothing downstream ran
+    assert children["download"].info.status == "FAILED"
+
+
+def test_tracking_disabled_records_nothing(fresh_copy):
+    path = fresh_copy / "config" / "config.yaml"
+    config = yaml.safe_load(path.read_text())
+    config["tracking"]["enabled"] = False
+    config["prepare"]["min_duration_s"] = 0.3
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    _, before = runs(fresh_copy)
+    output = run(["snakemake", "--cores", "all"], fresh_copy)
+    assert "rule prepare:" in output.stdout + output.stderr
+    _, after = runs(fresh_copy)
+    assert len(after) == len(before)
+
+
+def test_a_stage_run_by_hand_is_a_standalone_run(fresh_copy, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'standalone.db'}"
+    run(["most", "prepare", "--config", "config/config.yaml", "--output", "results/by-hand/prepare", "--threads", "1"],
+        fresh_copy, MLFLOW_TRACKING_URI=uri)
+    client = MlflowClient(tracking_uri=uri)
+    found = client.search_runs([client.get_experiment_by_name("most").experiment_id])
+    assert len(found) == 1
+    assert found[0].info.run_name == "prepare" and found[0].info.status == "FINISHED"
+    assert "mlflow.parentRunId" not in found[0].data.tags
+    assert found[0].data.metrics["kept"] > 0
+
+
+@pytest.mark.parametrize("value", ["; touch pwned", "$(touch pwned)", "`touch pwned`"])
+def test_config_strings_never_reach_a_shell(fresh_copy, value):
+    """A config value with shell syntax stays a literal: it is data in a YAML file, never a command."""
+    path = fresh_copy / "config" / "config.yaml"
+    config = yaml.safe_load(path.read_text())
+    config["tracking"]["experiment"] = value  # reaches jobs through the environment
+    config["prepare"]["alphabet"] += value  # reaches the prepare job through its stage config
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    run(["snakemake", "--cores", "all"], fresh_copy)
+    assert not list(fresh_copy.rglob("pwned"))
+    client, found = runs(fresh_copy, experiment=value)
+    prepare = next(r for r in found if r.info.run_name == "prepare")
+    assert prepare.data.params["prepare.alphabet"].endswith(value)

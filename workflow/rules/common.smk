@@ -1,0 +1,52 @@
+# Helpers every rule file uses. Paths and per-stage settings come from most.stages / most.config.
+import os
+import sys
+from pathlib import Path
+
+from snakemake.utils import validate
+
+# The checkout being run is the code that runs: the helpers imported here and every job's `most`.
+REPO = Path(workflow.basedir).parent
+sys.path.insert(0, str(REPO))
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+# `most` lives beside the interpreter running Snakemake, activated or not (conda envs come first).
+os.environ["PATH"] = os.pathsep.join((os.path.dirname(sys.executable), os.environ.get("PATH", "")))
+
+from most import config as most_config
+from most import stages
+from most.workflow_resources import snakemake_resources
+
+validate(config, schema="../schemas/config.schema.yaml")
+most_config.validate(config, source="the workflow config")
+
+RESULTS = f"results/{config['run']}"
+MOST_ENV = "../../envs/most.yaml"
+
+
+def stage_config(stage):
+    """The resolved view of the config that `stage` reads (rule stage_config writes it)."""
+    return f"{RESULTS}/config/{stage}.yaml"
+
+
+def stage_view(wildcards):
+    return most_config.view(config, wildcards.stage)
+
+
+def stage_log(stage):
+    return f"{RESULTS}/logs/{stage}.log"
+
+
+def stage_benchmark(stage):
+    return f"{RESULTS}/benchmarks/{stage}.tsv"
+
+
+def code_digest(stage):
+    return stages.code_digest(stage)
+
+
+def stage_threads(stage):
+    return config["resources"][stage]["cpus"]
+
+
+def stage_resources(stage):
+    return snakemake_resources(config["resources"][stage])

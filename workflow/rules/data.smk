@@ -1,0 +1,44 @@
+# Data: download (hub/local sources or the embedded synthesized corpus) -> prepare (manifests).
+
+
+rule download:
+    input:
+        config=stage_config("download"),
+    output:
+        directory(f"{RESULTS}/download"),
+    params:
+        code=code_digest("download"),
+    threads: stage_threads("download")
+    resources:
+        **stage_resources("download"),
+    log:
+        stage_log("download"),
+    benchmark:
+        stage_benchmark("download")
+    conda:
+        MOST_ENV
+    shell:
+        "most download --config {input.config:q} --output {output:q}"
+        " --threads {threads} --log {log:q} > {log:q} 2>&1"
+
+
+rule prepare:
+    input:
+        config=stage_config("prepare"),
+        download=rules.download.output[0],
+    output:
+        directory(f"{RESULTS}/prepare"),
+    params:
+        code=code_digest("prepare"),
+    threads: stage_threads("prepare")
+    resources:
+        **stage_resources("prepare"),
+    log:
+        stage_log("prepare"),
+    benchmark:
+        stage_benchmark("prepare")
+    conda:
+        MOST_ENV
+    shell:
+        "most prepare --config {input.config:q} --download {input.download:q} --output {output:q}"
+        " --threads {threads} --log {log:q} > {log:q} 2>&1"
