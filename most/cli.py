@@ -16,8 +16,11 @@ log = logging.getLogger("most")
 
 def _add_stage(commands, stage: stages.Stage) -> None:
     parser = commands.add_parser(stage.name, help=stage.summary, description=f"Stage `{stage.name}`: {stage.summary}.")
-    parser.add_argument("--config", default=str(config.DEFAULT_CONFIG),
-                        help="whole config file, or the stage view the workflow wrote (default: %(default)s)")
+    parser.add_argument(
+        "--config",
+        default=str(config.DEFAULT_CONFIG),
+        help="whole config file, or the stage view the workflow wrote (default: %(default)s)",
+    )
     for upstream in stage.inputs:
         parser.add_argument(f"--{upstream}", metavar="DIR", help=f"output folder of stage `{upstream}` (default: results/<run>/{upstream})")
     parser.add_argument("--output", metavar="DIR", help=f"output folder (default: results/<run>/{stage.name})")

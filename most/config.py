@@ -73,7 +73,9 @@ def _check_consistency(config: dict, source: str) -> None:
         voices = synthesis["voices"]
         shared = sorted(set(voices["test"]) & (set(voices["train"]) | set(voices["dev"])))
         if shared:
-            raise ConfigError(f"invalid config in {source}:\n  download.synthesis.voices.test: {shared} also speak train/dev data; test voices must be unseen")
+            raise ConfigError(
+                f"invalid config in {source}:\n  download.synthesis.voices.test: {shared} also speak train/dev data; test voices must be unseen"
+            )
         for key in ("rate", "pitch", "neural_length_scale"):
             low, high = synthesis[key]
             if low > high:

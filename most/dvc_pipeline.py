@@ -49,7 +49,10 @@ def export(repo: Path) -> str:
     """The text of dvc.yaml for the workflow in `repo`."""
     run = most_config.load(repo / most_config.DEFAULT_CONFIG)["run"]
     prefix = f"results/{run}/"
-    templated = lambda path: f"results/${{run}}/{path[len(prefix):]}" if path.startswith(prefix) else path  # noqa: E731
+
+    def templated(path: str) -> str:
+        return f"results/${{run}}/{path[len(prefix) :]}" if path.startswith(prefix) else path
+
     stages = {}
     jobs = {job.rule.name: job for job in _workflow_jobs(repo) if job.rule.name in STAGES}
     for name in STAGES:

@@ -35,11 +35,19 @@ STAGES: dict[str, Stage] = {
     stage.name: stage
     for stage in (
         Stage(
-            "download", "most.data.download", ("seed", "download"), ("most/data", "most/io.py"), (),
+            "download",
+            "most.data.download",
+            ("seed", "download"),
+            ("most/data", "most/io.py"),
+            (),
             "fetch hub/local sources or synthesize the embedded corpus",
         ),
         Stage(
-            "prepare", "most.data.prepare", ("prepare",), ("most/data", "most/io.py"), ("download",),
+            "prepare",
+            "most.data.prepare",
+            ("prepare",),
+            ("most/data", "most/io.py"),
+            ("download",),
             "manifests per split and the quality report",
         ),
     )

@@ -60,7 +60,7 @@ def _client(tracking: dict):
 
     uri = resolve_uri(tracking)
     if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     return MlflowClient(tracking_uri=uri), uri
 
 
@@ -74,7 +74,7 @@ def _experiment_id(client, name: str, uri: str) -> str:
     # the first job ran in; pin them next to the database instead.
     location = None
     if uri.startswith("sqlite:///"):
-        location = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts" / name).as_uri()
+        location = (Path(uri[len("sqlite:///") :]).parent / "mlartifacts" / name).as_uri()
     try:
         return client.create_experiment(name, artifact_location=location)
     except MlflowException:  # created concurrently by another job
@@ -180,7 +180,9 @@ class StageRun:
 
 
 @contextlib.contextmanager
-def stage_run(stage: str, view: dict, tracking: dict | None, inputs: dict, config_path: str | None, log_file: str | None) -> Iterator[StageRun]:
+def stage_run(
+    stage: str, view: dict, tracking: dict | None, inputs: dict, config_path: str | None, log_file: str | None
+) -> Iterator[StageRun]:
     """A child run of the pipeline's parent (or a standalone run), FAILED if the stage raises."""
     if not tracking or not tracking["enabled"]:
         yield StageRun()

@@ -34,7 +34,10 @@ def repo_files() -> list[str]:
     """The files a clone of the repository would have (tracked plus untracked, not ignored)."""
     listing = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=REPO, capture_output=True, text=True, check=True,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     # dvc.lock records a local run of the full config, not the repository's content
     return [name for name in listing.split("\0") if name and name != "dvc.lock" and (REPO / name).is_file()]

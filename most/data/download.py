@@ -25,8 +25,6 @@ from most.stages import StageResult
 
 log = logging.getLogger(__name__)
 
-SPOKEN_TASKS = {"asr", "spoken_qa", "spoken_instruction", "swuggy", "sblimp", "storycloze"}
-
 
 def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult:
     """Write every source to `outputs["download"]/<source>/`; summary in sources.json."""
@@ -122,8 +120,16 @@ def download_embedded(settings: dict, seed: int, out: Path, threads: int) -> dic
 
 
 def _item_fields(item: world.TextItem) -> dict:
-    return dict(id=item.id, split=item.split, task=item.task, text=item.text, response=item.response,
-                answers=item.answers, pair_id=item.pair_id, label=item.label)
+    return dict(
+        id=item.id,
+        split=item.split,
+        task=item.task,
+        text=item.text,
+        response=item.response,
+        answers=item.answers,
+        pair_id=item.pair_id,
+        label=item.label,
+    )
 
 
 def _summary(name: str, kind: str, rows: list[dict], text_items: int, seconds: float, started: float, **extra) -> dict:
@@ -168,13 +174,16 @@ def download_hub(source: dict, synthesis: dict, seed: int, out: Path, threads: i
     columns = {"id": "id", "audio": "audio", "text": "text", "speaker": "speaker_id", "response": "response", **source.get("columns", {})}
     if not _SHA.match(source["revision"]):
         log.warning("hub source %s: revision %r is not a commit sha; the data may change under you", name, source["revision"])
-    spoken_from_audio = task in SPOKEN_TASKS and not source.get("speak", False)
+    spoken_from_audio = sources.is_spoken(task) and not source.get("speak", False)
     rows, text_rows, jobs = [], [], []
     for split, hub_split in source["splits"].items():
         log.info("hub source %s: loading %s split %s at %s", name, source["path"], hub_split, source["revision"])
         dataset = datasets.load_dataset(
-            source["path"], source.get("config_name") or None, split=hub_split,
-            revision=source["revision"], streaming=source.get("streaming", False),
+            source["path"],
+            source.get("config_name") or None,
+            split=hub_split,
+            revision=source["revision"],
+            streaming=source.get("streaming", False),
         )
         if spoken_from_audio:
             # raw bytes: decoding is prepare's job, with soundfile
@@ -185,8 +194,12 @@ def download_hub(source: dict, synthesis: dict, seed: int, out: Path, threads: i
                 break
             item_id = str(_column(row, columns["id"]) or f"{split}-{index:08d}")
             fields = dict(
-                id=item_id, split=split, task=task, text=_column(row, columns["text"]),
-                speaker=_column(row, columns["speaker"]), response=_column(row, columns["response"]),
+                id=item_id,
+                split=split,
+                task=task,
+                text=_column(row, columns["text"]),
+                speaker=_column(row, columns["speaker"]),
+                response=_column(row, columns["response"]),
             )
             if spoken_from_audio:
                 audio = _column(row, columns["audio"]) or {}

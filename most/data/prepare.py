@@ -52,9 +52,17 @@ def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult
                 seen.add(row["id"])
                 report.add(source, "text", row.get("id", ""), outcome)
                 if outcome.skip is None:
-                    text[row["split"]].append(text_row(id=f"{source}-{row['id']}", text=outcome.text, split=row["split"],
-                                                       task=row["task"], source=source, response=row.get("response", ""),
-                                                       answers=row.get("answers", [])))
+                    text[row["split"]].append(
+                        text_row(
+                            id=f"{source}-{row['id']}",
+                            text=outcome.text,
+                            split=row["split"],
+                            task=row["task"],
+                            source=source,
+                            response=row.get("response", ""),
+                            answers=row.get("answers", []),
+                        )
+                    )
         (out / "manifests").mkdir()
         (out / "text").mkdir()
         for split, rows in sorted(speech.items()):
@@ -66,8 +74,13 @@ def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult
         data = report.to_dict({"splits": splits, "held_out_in_training": leakage})
         write_json(data, out / "quality_report.json")
         (out / "quality_report.md").write_text(quality.to_markdown(data))
-    log.info("prepare: %d rows, %d kept, %d skipped; held-out texts in training: %s",
-             data["rows"], data["kept"], data["skipped_total"], leakage.get("found"))
+    log.info(
+        "prepare: %d rows, %d kept, %d skipped; held-out texts in training: %s",
+        data["rows"],
+        data["kept"],
+        data["skipped_total"],
+        leakage.get("found"),
+    )
     metrics = {"rows": data["rows"], "kept": data["kept"], "skipped": data["skipped_total"]}
     metrics.update({f"skipped.{reason}": count for reason, count in data["skipped"].items()})
     metrics.update({f"repaired.{reason}": count for reason, count in data["repaired"].items()})
@@ -87,7 +100,9 @@ def _check_utterances(rows, source_dir, source, settings, audio_out, repaired_ro
         if row.get("id", "") in seen:
             duplicates.add(index)
         seen.add(row.get("id", ""))
-    chunks = [(rows[i : i + CHUNK], i, source_dir, source, settings, audio_out, repaired_root, duplicates) for i in range(0, len(rows), CHUNK)]
+    chunks = [
+        (rows[i : i + CHUNK], i, source_dir, source, settings, audio_out, repaired_root, duplicates) for i in range(0, len(rows), CHUNK)
+    ]
     progress = tqdm(total=len(rows), desc=f"checking {source}", unit="utt", mininterval=5)
     if threads <= 1 or len(chunks) <= 1:
         results = map(_check_chunk, chunks)
@@ -141,9 +156,17 @@ def _check_one(row, duplicate, source_dir, source, settings, audio_out, repaired
         audio.write_flac(Path(audio_out) / relative, mono, target_rate)
         audio_path = str(Path(repaired_root) / relative)
     kept = speech_row(
-        id=f"{source}-{row['id']}", audio=audio_path, duration=round(mono.size / target_rate, 4), text=outcome.text,
-        speaker=row.get("speaker", ""), split=row["split"], task=row["task"], source=source,
-        response=row.get("response", ""), answers=row.get("answers", []), pair_id=row.get("pair_id", ""),
+        id=f"{source}-{row['id']}",
+        audio=audio_path,
+        duration=round(mono.size / target_rate, 4),
+        text=outcome.text,
+        speaker=row.get("speaker", ""),
+        split=row["split"],
+        task=row["task"],
+        source=source,
+        response=row.get("response", ""),
+        answers=row.get("answers", []),
+        pair_id=row.get("pair_id", ""),
         label=row.get("label", ""),
     )
     return outcome, kept

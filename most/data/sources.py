@@ -22,7 +22,10 @@ from most.io import read_jsonl
 METADATA = "metadata.jsonl"
 TEXT = "text.jsonl"
 
-FIELDS = ("id", "split", "task", "text", "speaker", "response", "answers", "pair_id", "label")
+
+def is_spoken(task: str) -> bool:
+    """Tasks whose items are utterances; `text_*` tasks are text only."""
+    return not task.startswith("text_")
 
 
 def record(**values) -> dict:

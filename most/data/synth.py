@@ -43,9 +43,7 @@ def _espeak_loader():
     try:
         import espeakng_loader
     except ImportError as error:
-        raise MissingPackageError(
-            f"espeak-ng synthesis needs the `espeakng-loader` package: pip install {ESPEAK_PACKAGE}"
-        ) from error
+        raise MissingPackageError(f"espeak-ng synthesis needs the `espeakng-loader` package: pip install {ESPEAK_PACKAGE}") from error
     return espeakng_loader
 
 
@@ -173,7 +171,9 @@ def check_espeak_voices(names: list[str], where: str) -> None:
     variants = Path(_espeak_loader().get_data_path()) / "voices" / "!v"
     with Espeak() as espeak:
         # espeak-ng silently ignores an unknown variant, so variants are looked up as files
-        missing = [n for n in names if not espeak.has_voice(n.split("+")[0]) or ("+" in n and not (variants / n.split("+", 1)[1]).is_file())]
+        missing = [
+            n for n in names if not espeak.has_voice(n.split("+")[0]) or ("+" in n and not (variants / n.split("+", 1)[1]).is_file())
+        ]
     if missing:
         raise ValueError(f"{where}: espeak-ng has no voice(s) {missing}; voices look like 'en-us+m3' or 'en-gb-x-rp+f1'")
     breathy = [n for n in names if "+" in n and _uses_breath_model(variants / n.split("+", 1)[1])]

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from most.data.leakage import held_out_found_in, word_ngrams
+from most.data.sources import is_spoken
 
 # --------------------------------------------------------------------------------------------
 # Lexicon (a few hundred word types)
@@ -25,8 +26,18 @@ NAMES_FEMALE = ("anna", "clara", "emma", "grace", "iris", "kate", "mia", "olivia
 NAMES_MALE = ("ben", "david", "frank", "henry", "jack", "leo", "noah", "peter", "sam", "tom")
 NAMES = NAMES_FEMALE + NAMES_MALE
 ROLES = (
-    "teacher", "farmer", "doctor", "baker", "driver", "painter",
-    "singer", "nurse", "fisherman", "neighbour", "cook", "gardener",
+    "teacher",
+    "farmer",
+    "doctor",
+    "baker",
+    "driver",
+    "painter",
+    "singer",
+    "nurse",
+    "fisherman",
+    "neighbour",
+    "cook",
+    "gardener",
 )
 RELATIVES_FEMALE = ("sister", "mother", "aunt", "grandmother")
 RELATIVES_MALE = ("brother", "father", "uncle", "grandfather")
@@ -34,36 +45,115 @@ POSSESSIVES = ("my", "his", "her", "our", "their")
 
 # noun -> plural
 NOUNS = {
-    "ball": "balls", "cup": "cups", "book": "books", "box": "boxes", "hat": "hats",
-    "kite": "kites", "apple": "apples", "chair": "chairs", "lamp": "lamps", "bag": "bags",
-    "bottle": "bottles", "key": "keys", "boat": "boats", "car": "cars", "bird": "birds",
-    "flower": "flowers", "shoe": "shoes", "coat": "coats", "ring": "rings", "spoon": "spoons",
-    "clock": "clocks", "drum": "drums", "egg": "eggs", "pencil": "pencils", "basket": "baskets",
-    "ticket": "tickets", "candle": "candles", "blanket": "blankets", "plate": "plates",
+    "ball": "balls",
+    "cup": "cups",
+    "book": "books",
+    "box": "boxes",
+    "hat": "hats",
+    "kite": "kites",
+    "apple": "apples",
+    "chair": "chairs",
+    "lamp": "lamps",
+    "bag": "bags",
+    "bottle": "bottles",
+    "key": "keys",
+    "boat": "boats",
+    "car": "cars",
+    "bird": "birds",
+    "flower": "flowers",
+    "shoe": "shoes",
+    "coat": "coats",
+    "ring": "rings",
+    "spoon": "spoons",
+    "clock": "clocks",
+    "drum": "drums",
+    "egg": "eggs",
+    "pencil": "pencils",
+    "basket": "baskets",
+    "ticket": "tickets",
+    "candle": "candles",
+    "blanket": "blankets",
+    "plate": "plates",
     "letter": "letters",
 }
 COLOURS = ("red", "blue", "green", "yellow", "black", "white", "brown", "pink", "orange", "purple", "grey")
 ADJECTIVES = ("big", "small", "old", "new", "little", "long", "short", "heavy", "soft", "clean")
 OPPOSITES = {
-    "big": "small", "small": "big", "old": "new", "new": "old", "long": "short", "short": "long",
-    "heavy": "light", "soft": "hard", "clean": "dirty", "hot": "cold", "cold": "hot",
-    "fast": "slow", "slow": "fast", "happy": "sad", "sad": "happy", "up": "down", "down": "up",
-    "day": "night", "night": "day", "early": "late", "late": "early",
+    "big": "small",
+    "small": "big",
+    "old": "new",
+    "new": "old",
+    "long": "short",
+    "short": "long",
+    "heavy": "light",
+    "soft": "hard",
+    "clean": "dirty",
+    "hot": "cold",
+    "cold": "hot",
+    "fast": "slow",
+    "slow": "fast",
+    "happy": "sad",
+    "sad": "happy",
+    "up": "down",
+    "down": "up",
+    "day": "night",
+    "night": "day",
+    "early": "late",
+    "late": "early",
 }
 NUMBERS = (
-    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
-    "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen",
-    "nineteen", "twenty",
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+    "twenty",
 )
 PLACES = (
-    "kitchen", "garden", "park", "school", "market", "library", "station", "beach", "forest",
-    "farm", "river", "shop", "village", "bakery", "hospital",
+    "kitchen",
+    "garden",
+    "park",
+    "school",
+    "market",
+    "library",
+    "station",
+    "beach",
+    "forest",
+    "farm",
+    "river",
+    "shop",
+    "village",
+    "bakery",
+    "hospital",
 )
 HOMES = ("village", "city", "town", "forest", "mountains", "valley", "north", "south")
 LOCATION_PREPOSITIONS = ("in", "at", "near", "behind", "next to")
 TIMES = (
-    "today", "every morning", "in the evening", "after lunch", "on sunday", "on monday",
-    "before dinner", "at night", "every day", "this afternoon",
+    "today",
+    "every morning",
+    "in the evening",
+    "after lunch",
+    "on sunday",
+    "on monday",
+    "before dinner",
+    "at night",
+    "every day",
+    "this afternoon",
 )
 PETS = ("cat", "dog", "rabbit", "parrot", "horse", "goat", "duck", "mouse")
 JOBS = ("teacher", "farmer", "doctor", "baker", "driver", "painter", "singer", "nurse")
@@ -77,11 +167,30 @@ CATEGORIES = {
 
 # transitive verbs: base, third person singular
 TRANSITIVE = {
-    "see": "sees", "find": "finds", "carry": "carries", "buy": "buys", "sell": "sells",
-    "hold": "holds", "want": "wants", "like": "likes", "paint": "paints", "drop": "drops",
-    "bring": "brings", "take": "takes", "make": "makes", "open": "opens", "wash": "washes",
-    "throw": "throws", "catch": "catches", "need": "needs", "clean": "cleans", "count": "counts",
-    "hide": "hides", "keep": "keeps", "fix": "fixes", "move": "moves",
+    "see": "sees",
+    "find": "finds",
+    "carry": "carries",
+    "buy": "buys",
+    "sell": "sells",
+    "hold": "holds",
+    "want": "wants",
+    "like": "likes",
+    "paint": "paints",
+    "drop": "drops",
+    "bring": "brings",
+    "take": "takes",
+    "make": "makes",
+    "open": "opens",
+    "wash": "washes",
+    "throw": "throws",
+    "catch": "catches",
+    "need": "needs",
+    "clean": "cleans",
+    "count": "counts",
+    "hide": "hides",
+    "keep": "keeps",
+    "fix": "fixes",
+    "move": "moves",
 }
 # motion verbs taking "to <place>"
 MOTION = {"walk": "walks", "run": "runs", "go": "goes", "drive": "drives", "ride": "rides", "hurry": "hurries"}
@@ -93,8 +202,18 @@ def word_inventory() -> set[str]:
     """Every word the grammar can produce (used to pick nonwords and to document the size)."""
     words: set[str] = set()
     for group in (
-        NAMES, ROLES, RELATIVES_FEMALE, RELATIVES_MALE, POSSESSIVES, COLOURS, ADJECTIVES, NUMBERS,
-        PLACES, HOMES, PETS, JOBS,
+        NAMES,
+        ROLES,
+        RELATIVES_FEMALE,
+        RELATIVES_MALE,
+        POSSESSIVES,
+        COLOURS,
+        ADJECTIVES,
+        NUMBERS,
+        PLACES,
+        HOMES,
+        PETS,
+        JOBS,
     ):
         words.update(group)
     for mapping in (NOUNS, TRANSITIVE, MOTION, STATIVE, FRUITS, OPPOSITES):
@@ -166,7 +285,9 @@ def noun_phrase(rng: random.Random, plural: bool | None = None, definite: bool |
         modifiers.append(_pick(rng, COLOURS))
     head = NOUNS[noun] if plural else noun
     if plural:
-        determiner = _pick(rng, ("the", "some", "two", "three", "four", "five", "six", "seven", "ten", "twelve", "my", "her", "his", "their"))
+        determiner = _pick(
+            rng, ("the", "some", "two", "three", "four", "five", "six", "seven", "ten", "twelve", "my", "her", "his", "their")
+        )
     elif definite is False:
         determiner = "an" if (modifiers[0] if modifiers else noun)[0] in "aeiou" else "a"
     else:
@@ -188,7 +309,10 @@ def sample_sentence(rng: random.Random) -> str:
     """One sentence of the grammar: statements and questions with agreement."""
     kind = rng.random()
     subject = sample_subject(rng)
-    verb_form = (lambda verbs, base: base if subject.plural else verbs[base])
+
+    def verb_form(verbs: dict, base: str) -> str:
+        return base if subject.plural else verbs[base]
+
     if kind < 0.38:
         verb = _pick(rng, tuple(TRANSITIVE))
         obj, _, _ = noun_phrase(rng)
@@ -369,56 +493,96 @@ class StorySchema:
 
 
 STORY_SCHEMAS = (
-    StorySchema("hungry", (
-        ("{p} was hungry", "{p} wanted something to eat"),
-        ("{P} went to the {bakery}", "{P} walked to the {bakery}"),
-        ("{P} bought some bread", "{P} paid for a loaf of bread"),
-    ), ("{P} ate the bread", "{P} ate the warm bread")),
-    StorySchema("cold", (
-        ("{p} was cold", "{p} felt cold in the wind"),
-        ("{P} went back home", "{P} ran back to {X} house"),
-        ("{P} found {X} {colour} coat", "{P} took {X} {colour} coat from the chair"),
-    ), ("{P} put on the coat", "{P} put on the warm coat")),
-    StorySchema("tired", (
-        ("{p} was very tired", "{p} had worked all day"),
-        ("{P} went to {X} room", "{P} climbed the stairs to {X} room"),
-        ("{P} lay down on the bed", "{P} turned off the lamp"),
-    ), ("{P} fell asleep", "{P} slept until the morning")),
-    StorySchema("thirsty", (
-        ("{p} was thirsty", "{p} wanted a drink"),
-        ("{P} took a {colour} cup", "{P} found a clean cup in the kitchen"),
-        ("{P} filled the cup with water", "{P} poured cold water into the cup"),
-    ), ("{P} drank the water", "{P} drank all the water")),
-    StorySchema("dirty", (
-        ("{p}'s hands were dirty", "{p} had played in the mud"),
-        ("{P} went to the kitchen", "{P} walked to the sink"),
-        ("{P} turned on the water", "{P} took the soap"),
-    ), ("{P} washed {X} hands", "{P} washed {X} hands with soap")),
-    StorySchema("rain", (
-        ("{p} was walking in the {park}", "{p} was at the {park}"),
-        ("dark clouds came over the sky", "it started to rain"),
-        ("{P} opened {X} {colour} umbrella", "{P} held {X} umbrella over {X} head"),
-    ), ("{P} stayed dry", "{P} did not get wet")),
-    StorySchema("lost", (
-        ("{p} lost {X} {colour} ball", "{p} could not find {X} {colour} ball"),
-        ("{P} looked in the garden", "{P} searched the whole house"),
-        ("at last {P} found it under the bed", "at last {P} saw it behind the door"),
-    ), ("{P} was happy again", "{P} smiled and played with the ball")),
-    StorySchema("birthday", (
-        ("it was {p}'s birthday", "{p} had a birthday party"),
-        ("{X} friends came to the house", "many friends came to visit {p}"),
-        ("they brought a big cake", "{X} mother made a big cake"),
-    ), ("everyone sang a song for {p}", "they all sang happy birthday to {p}")),
-    StorySchema("market", (
-        ("{p} needed some apples", "{p} wanted to buy apples"),
-        ("{P} went to the market", "{P} walked to the farmer at the market"),
-        ("{P} paid the farmer", "{P} gave the farmer some money"),
-    ), ("{P} carried the apples home", "{P} took the apples home in a bag")),
-    StorySchema("gift", (
-        ("{p} had a {colour} kite", "{p} owned a {colour} kite"),
-        ("{P} gave the kite to {q}", "{P} wanted {q} to have the kite"),
-        ("{q} said thank you", "{q} was very happy"),
-    ), ("now {q} has a {colour} kite", "now the {colour} kite belongs to {q}")),
+    StorySchema(
+        "hungry",
+        (
+            ("{p} was hungry", "{p} wanted something to eat"),
+            ("{P} went to the {bakery}", "{P} walked to the {bakery}"),
+            ("{P} bought some bread", "{P} paid for a loaf of bread"),
+        ),
+        ("{P} ate the bread", "{P} ate the warm bread"),
+    ),
+    StorySchema(
+        "cold",
+        (
+            ("{p} was cold", "{p} felt cold in the wind"),
+            ("{P} went back home", "{P} ran back to {X} house"),
+            ("{P} found {X} {colour} coat", "{P} took {X} {colour} coat from the chair"),
+        ),
+        ("{P} put on the coat", "{P} put on the warm coat"),
+    ),
+    StorySchema(
+        "tired",
+        (
+            ("{p} was very tired", "{p} had worked all day"),
+            ("{P} went to {X} room", "{P} climbed the stairs to {X} room"),
+            ("{P} lay down on the bed", "{P} turned off the lamp"),
+        ),
+        ("{P} fell asleep", "{P} slept until the morning"),
+    ),
+    StorySchema(
+        "thirsty",
+        (
+            ("{p} was thirsty", "{p} wanted a drink"),
+            ("{P} took a {colour} cup", "{P} found a clean cup in the kitchen"),
+            ("{P} filled the cup with water", "{P} poured cold water into the cup"),
+        ),
+        ("{P} drank the water", "{P} drank all the water"),
+    ),
+    StorySchema(
+        "dirty",
+        (
+            ("{p}'s hands were dirty", "{p} had played in the mud"),
+            ("{P} went to the kitchen", "{P} walked to the sink"),
+            ("{P} turned on the water", "{P} took the soap"),
+        ),
+        ("{P} washed {X} hands", "{P} washed {X} hands with soap"),
+    ),
+    StorySchema(
+        "rain",
+        (
+            ("{p} was walking in the {park}", "{p} was at the {park}"),
+            ("dark clouds came over the sky", "it started to rain"),
+            ("{P} opened {X} {colour} umbrella", "{P} held {X} umbrella over {X} head"),
+        ),
+        ("{P} stayed dry", "{P} did not get wet"),
+    ),
+    StorySchema(
+        "lost",
+        (
+            ("{p} lost {X} {colour} ball", "{p} could not find {X} {colour} ball"),
+            ("{P} looked in the garden", "{P} searched the whole house"),
+            ("at last {P} found it under the bed", "at last {P} saw it behind the door"),
+        ),
+        ("{P} was happy again", "{P} smiled and played with the ball"),
+    ),
+    StorySchema(
+        "birthday",
+        (
+            ("it was {p}'s birthday", "{p} had a birthday party"),
+            ("{X} friends came to the house", "many friends came to visit {p}"),
+            ("they brought a big cake", "{X} mother made a big cake"),
+        ),
+        ("everyone sang a song for {p}", "they all sang happy birthday to {p}"),
+    ),
+    StorySchema(
+        "market",
+        (
+            ("{p} needed some apples", "{p} wanted to buy apples"),
+            ("{P} went to the market", "{P} walked to the farmer at the market"),
+            ("{P} paid the farmer", "{P} gave the farmer some money"),
+        ),
+        ("{P} carried the apples home", "{P} took the apples home in a bag"),
+    ),
+    StorySchema(
+        "gift",
+        (
+            ("{p} had a {colour} kite", "{p} owned a {colour} kite"),
+            ("{P} gave the kite to {q}", "{P} wanted {q} to have the kite"),
+            ("{q} said thank you", "{q} was very happy"),
+        ),
+        ("now {q} has a {colour} kite", "now the {colour} kite belongs to {q}"),
+    ),
 )
 
 
@@ -492,7 +656,34 @@ def grammatical_pair(rng: random.Random) -> tuple[str, str, str]:
     return good, bad, "word_order"
 
 
-_ONSETS = ("b", "bl", "br", "d", "dr", "f", "fl", "fr", "g", "gl", "gr", "k", "l", "m", "n", "p", "pl", "pr", "s", "sl", "sp", "st", "t", "tr", "v", "z")
+_ONSETS = (
+    "b",
+    "bl",
+    "br",
+    "d",
+    "dr",
+    "f",
+    "fl",
+    "fr",
+    "g",
+    "gl",
+    "gr",
+    "k",
+    "l",
+    "m",
+    "n",
+    "p",
+    "pl",
+    "pr",
+    "s",
+    "sl",
+    "sp",
+    "st",
+    "t",
+    "tr",
+    "v",
+    "z",
+)
 _VOWELS = ("a", "e", "i", "o", "u", "ee", "oo", "ai")
 
 
@@ -543,7 +734,7 @@ class TextItem:
 
     @property
     def spoken(self) -> bool:
-        return not self.task.startswith("text_")
+        return is_spoken(self.task)
 
 
 TASKS = {
@@ -678,7 +869,9 @@ def build_texts(sizes: dict, seed: int) -> list[TextItem]:
     instruction_texts: set[str] = set()
 
     def instructions(count: int, training: bool) -> list[tuple[str, str]]:
-        quote = lambda: corpus.unique(rng, sample_sentence, 1, "sentences", training=training)[0]  # noqa: E731
+        def quote() -> str:
+            return corpus.unique(rng, sample_sentence, 1, "sentences", training=training)[0]
+
         out = []
         for _ in range(100 * count + 1000):
             if len(out) == count:
@@ -708,8 +901,7 @@ def build_texts(sizes: dict, seed: int) -> list[TextItem]:
         corpus.add("train", "text_instruction", text, response=response)
 
     rng = rng_for(seed, "train-stories")
-    story_text = lambda r: sample_story(r).text  # noqa: E731
-    for text in corpus.unique(rng, story_text, sizes["lm_stories"], "stories", training=True):
+    for text in corpus.unique(rng, lambda r: sample_story(r).text, sizes["lm_stories"], "stories", training=True):
         corpus.add("train", "text_lm", text)
     for fact in facts:
         for statement in fact.statements():

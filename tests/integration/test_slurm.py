@@ -28,9 +28,19 @@ def test_data_stages_run_as_slurm_jobs_with_the_same_results(cluster, ran_repo, 
     git_init(repo)
     # this test cluster keeps no accounting database: job states come from squeue
     result = run(
-        ["snakemake", "--cores", "all", "--profile", "slurm", "--slurm-status-command", "squeue",
-         "--slurm-init-seconds-before-status-checks", "2"],
-        repo, timeout=1200,
+        [
+            "snakemake",
+            "--cores",
+            "all",
+            "--profile",
+            "slurm",
+            "--slurm-status-command",
+            "squeue",
+            "--slurm-init-seconds-before-status-checks",
+            "2",
+        ],
+        repo,
+        timeout=1200,
     )
     log = result.stdout + result.stderr
     assert "has been submitted with SLURM jobid" in log

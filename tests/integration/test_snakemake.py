@@ -34,7 +34,10 @@ def test_the_embedded_corpus_is_complete_and_clean(ran_repo):
     voices = most_config.load(ran_repo / "config" / "config.yaml")["download"]["synthesis"]["voices"]
     speakers = {}
     for split in ("train", "test", "test_neural"):
-        rows = [json.loads(line) for line in (ran_repo / "results" / "embedded" / "prepare" / "manifests" / f"{split}.jsonl").read_text().splitlines()]
+        rows = [
+            json.loads(line)
+            for line in (ran_repo / "results" / "embedded" / "prepare" / "manifests" / f"{split}.jsonl").read_text().splitlines()
+        ]
         speakers[split] = {row["speaker"] for row in rows}
         assert all((ran_repo / row["audio"]).is_file() for row in rows)
     assert speakers["train"] <= {f"espeak:{v}" for v in voices["train"]}
@@ -54,7 +57,9 @@ def test_each_edit_reruns_exactly_the_stages_it_affects(fresh_copy):
     assert snakemake_plan(fresh_copy) == {"stage_config[stage=download]", "download", "prepare"}
 
     (fresh_copy / "config" / "config.yaml").write_text(original)
-    edit_config(fresh_copy, lambda c: (c["tracking"].__setitem__("experiment", "other"), c["resources"]["prepare"].__setitem__("mem_mb", 5000)))
+    edit_config(
+        fresh_copy, lambda c: (c["tracking"].__setitem__("experiment", "other"), c["resources"]["prepare"].__setitem__("mem_mb", 5000))
+    )
     assert snakemake_plan(fresh_copy) == set()
 
     (fresh_copy / "config" / "config.yaml").write_text(original)

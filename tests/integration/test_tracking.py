@@ -37,7 +37,9 @@ def test_one_parent_run_with_one_child_per_stage(ran_repo):
     assert prepare.info.status == "FINISHED"
     assert prepare.data.tags["most.stage"] == "prepare" and re.fullmatch(r"[0-9a-f]{32}", prepare.data.tags["input.download.md5"])
     assert prepare.data.tags["git.commit"] == parent.data.tags["git.commit"]
-    assert set(prepare.data.params) == {f"prepare.{k}" for k in yaml.safe_load((ran_repo / "config" / "config.yaml").read_text())["prepare"]}
+    assert set(prepare.data.params) == {
+        f"prepare.{k}" for k in yaml.safe_load((ran_repo / "config" / "config.yaml").read_text())["prepare"]
+    }
     assert prepare.data.metrics["skipped"] == 0 and prepare.data.metrics["train.utterances"] > 0
     artifacts = {a.path for folder in ("reports", "logs", "config") for a in client.list_artifacts(prepare.info.run_id, folder)}
     assert {"reports/quality_report.json", "reports/quality_report.md", "logs/prepare.log", "config/prepare.yaml"} <= artifacts
@@ -80,8 +82,11 @@ def test_tracking_disabled_records_nothing(fresh_copy):
 
 def test_a_stage_run_by_hand_is_a_standalone_run(fresh_copy, tmp_path):
     uri = f"sqlite:///{tmp_path / 'standalone.db'}"
-    run(["most", "prepare", "--config", "config/config.yaml", "--output", "results/by-hand/prepare", "--threads", "1"],
-        fresh_copy, MLFLOW_TRACKING_URI=uri)
+    run(
+        ["most", "prepare", "--config", "config/config.yaml", "--output", "results/by-hand/prepare", "--threads", "1"],
+        fresh_copy,
+        MLFLOW_TRACKING_URI=uri,
+    )
     client = MlflowClient(tracking_uri=uri)
     found = client.search_runs([client.get_experiment_by_name("most").experiment_id])
     assert len(found) == 1

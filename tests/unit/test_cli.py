@@ -23,6 +23,8 @@ def test_a_wrong_type_fails_naming_the_key(tmp_path):
 
 
 def test_a_stage_view_needs_explicit_folders(tmp_path):
-    (tmp_path / "view.yaml").write_text(yaml.safe_dump({"prepare": yaml.safe_load((REPO / "config" / "config.yaml").read_text())["prepare"]}))
+    (tmp_path / "view.yaml").write_text(
+        yaml.safe_dump({"prepare": yaml.safe_load((REPO / "config" / "config.yaml").read_text())["prepare"]})
+    )
     result = run(["most", "prepare", "--config", "view.yaml"], tmp_path, check=False)
     assert result.returncode == 2 and "pass --output and the input folders" in result.stderr

