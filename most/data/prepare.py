@@ -44,12 +44,9 @@ def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult
                 report.add(source, "speech", row.get("id", ""), outcome)
                 if outcome.skip is None:
                     speech[row["split"]].append(kept)
-            seen: set[str] = set()
-            for row in text_rows:
-                outcome = quality.normalize_text(row.get("text", ""), settings)
-                if outcome.skip is None and row["id"] in seen:
-                    outcome.skip = "duplicate_id"
-                seen.add(row["id"])
+            duplicates = _duplicate_rows(text_rows)
+            for index, row in enumerate(text_rows):
+                outcome = _check_text(row, index in duplicates, settings)
                 report.add(source, "text", row.get("id", ""), outcome)
                 if outcome.skip is None:
                     text[row["split"]].append(
@@ -92,14 +89,27 @@ def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult
     return StageResult(metrics=metrics, artifacts=[prepared / "quality_report.json", prepared / "quality_report.md"])
 
 
-def _check_utterances(rows, source_dir, source, settings, audio_out, repaired_root, threads):
-    """Yield (row, outcome, manifest row) in input order."""
+def _duplicate_rows(rows: list[dict]) -> set[int]:
+    """Indices of rows whose id an earlier row of the same source already has."""
     seen: set[str] = set()
     duplicates = set()
     for index, row in enumerate(rows):
         if row.get("id", "") in seen:
             duplicates.add(index)
         seen.add(row.get("id", ""))
+    return duplicates
+
+
+def _check_text(row: dict, duplicate: bool, settings: dict) -> quality.Outcome:
+    outcome = quality.normalize_text(row.get("text", ""), settings)
+    if outcome.skip is None and duplicate:
+        outcome.skip = "duplicate_id"
+    return outcome
+
+
+def _check_utterances(rows, source_dir, source, settings, audio_out, repaired_root, threads):
+    """Yield (row, outcome, manifest row) in input order."""
+    duplicates = _duplicate_rows(rows)
     chunks = [
         (rows[i : i + CHUNK], i, source_dir, source, settings, audio_out, repaired_root, duplicates) for i in range(0, len(rows), CHUNK)
     ]
@@ -127,11 +137,8 @@ def _check_chunk(args) -> list[tuple[quality.Outcome, dict | None]]:
 
 
 def _check_one(row, duplicate, source_dir, source, settings, audio_out, repaired_root):
-    outcome = quality.normalize_text(row.get("text", ""), settings)
+    outcome = _check_text(row, duplicate, settings)
     if outcome.skip:
-        return outcome, None
-    if duplicate:
-        outcome.skip = "duplicate_id"
         return outcome, None
     path = Path(source_dir) / row["file_name"]
     try:
