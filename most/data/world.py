@@ -760,6 +760,8 @@ class _CorpusBuilder:
         self._counts: dict[tuple[str, str], int] = {}
 
     def add(self, split: str, task: str, text: str, item_id: str | None = None, **extra) -> None:
+        if task not in TASKS:
+            raise ValueError(f"unknown task {task!r}; the embedded corpus has {sorted(TASKS)}")
         if item_id is None:
             index = self._counts.get((task, split), 0)
             self._counts[(task, split)] = index + 1
