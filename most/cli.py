@@ -21,12 +21,19 @@ def _add_stage(commands, stage: stages.Stage) -> None:
         default=str(config.DEFAULT_CONFIG),
         help="whole config file, or the stage view the workflow wrote (default: %(default)s)",
     )
-    for upstream in stage.inputs:
-        parser.add_argument(f"--{upstream}", metavar="DIR", help=f"output folder of stage `{upstream}` (default: results/<run>/{upstream})")
-    parser.add_argument("--output", metavar="DIR", help=f"output folder (default: results/<run>/{stage.name})")
+    for name in stage.inputs:
+        parser.add_argument(f"--{_flag(name)}", metavar="PATH", help=f"input `{name}` (default: results/<run>/{stages.OUTPUTS[name]})")
+    main, *extra = stage.outputs
+    parser.add_argument("--output", metavar="PATH", help=f"output `{main}` (default: results/<run>/{stages.OUTPUTS[main]})")
+    for name in extra:
+        parser.add_argument(f"--{_flag(name)}", metavar="PATH", help=f"output `{name}` (default: results/<run>/{stages.OUTPUTS[name]})")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="worker processes (outputs do not depend on it)")
     parser.add_argument("--log", metavar="FILE", help="this job's log file, attached to its MLflow run")
     parser.set_defaults(handler=lambda args: run_stage(stage.name, args))
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,19 +55,25 @@ def run_stage(name: str, args: argparse.Namespace) -> int:
 
     view, whole = config.load_for_stage(args.config, name)
     stage = stages.STAGES[name]
-    if whole is None and (args.output is None or any(getattr(args, u) is None for u in stage.inputs)):
-        raise config.ConfigError(f"{args.config} is a stage view without `run`: pass --output and the input folders")
-    run_name = whole["run"] if whole else ""
-    inputs = {u: Path(getattr(args, u) or stages.output_dir(run_name, u)) for u in stage.inputs}
-    outputs = {name: Path(args.output or stages.output_dir(run_name, name))}
+    main, *extra = stage.outputs
+    given = {main: args.output, **{n: getattr(args, n) for n in (*stage.inputs, *extra)}}
+    if whole is None and any(value is None for value in given.values()):
+        raise config.ConfigError(f"{args.config} is a stage view without `run`: pass --output and every input and output path")
+    paths = {n: Path(value) if value is not None else stages.output_path(whole["run"], n) for n, value in given.items()}
+    inputs = {n: paths[n] for n in stage.inputs}
+    outputs = {n: paths[n] for n in stage.outputs}
     tracking_settings = tracking.settings_from_env() or (whole["tracking"] if whole else None)
     module = importlib.import_module(stage.module)
-    log.info("stage %s: config %s, inputs %s, output %s", name, args.config, {k: str(v) for k, v in inputs.items()}, outputs[name])
+    log.info("stage %s: config %s, inputs %s, outputs %s", name, args.config, _show(inputs), _show(outputs))
     with tracking.stage_run(name, view, tracking_settings, inputs, args.config, args.log) as tracked:
         result = module.run(view, inputs, outputs, threads=max(1, args.threads))
         tracked.log_result(result)
     log.info("stage %s done: %s", name, ", ".join(f"{k}={v}" for k, v in list(result.metrics.items())[:12]))
     return 0
+
+
+def _show(paths: dict) -> dict[str, str]:
+    return {name: str(path) for name, path in paths.items()}
 
 
 def _export_dvc(args: argparse.Namespace) -> int:

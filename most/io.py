@@ -59,9 +59,13 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
 
 
 def write_json(data, path: str | os.PathLike) -> None:
-    with open(path, "w", encoding="utf-8") as handle:
+    """Sorted, indented JSON, written to a temporary file first so a crash never leaves half of it."""
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.partial")
+    with open(partial, "w", encoding="utf-8") as handle:
         json.dump(data, handle, indent=2, sort_keys=True, ensure_ascii=False)
         handle.write("\n")
+    partial.replace(path)
 
 
 def file_md5(path: str | os.PathLike) -> str:

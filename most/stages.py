@@ -19,6 +19,7 @@ class StageResult:
 
     metrics: dict[str, float] = field(default_factory=dict)
     artifacts: list[Path] = field(default_factory=list)
+    history: list[tuple[int, dict[str, float]]] = field(default_factory=list)  # (step, metrics) during training
 
 
 @dataclass(frozen=True)
@@ -27,9 +28,24 @@ class Stage:
     module: str  # holds `run(cfg, inputs, outputs, threads)`
     reads: tuple[str, ...]  # top-level config sections in the stage's view
     code: tuple[str, ...]  # sub-packages and modules of most/ whose source the outputs depend on
-    inputs: tuple[str, ...]  # upstream stages whose output directory this stage reads
+    inputs: tuple[str, ...]  # names of upstream outputs it reads (keys of OUTPUTS)
+    outputs: tuple[str, ...]  # names of the outputs it writes; the first is its main output
     summary: str
 
+
+# output name -> path under results/<run>/
+OUTPUTS: dict[str, str] = {
+    "download": "download",
+    "prepare": "prepare",
+    "kmeans": "units/kmeans",
+    "tokens": "units/tokens",
+    "vocoder": "units/vocoder",
+    "ceiling": "units/ceiling.json",
+    "ceiling_samples": "units/ceiling_samples",
+}
+
+_DATA_CODE = ("most/data", "most/io.py", "most/rng.py")
+_SPEECH_CODE = ("most/speech", "most/io.py", "most/rng.py")
 
 STAGES: dict[str, Stage] = {
     stage.name: stage
@@ -38,17 +54,55 @@ STAGES: dict[str, Stage] = {
             "download",
             "most.data.download",
             ("seed", "download"),
-            ("most/data", "most/io.py"),
+            _DATA_CODE,
             (),
+            ("download",),
             "fetch hub/local sources or synthesize the embedded corpus",
         ),
         Stage(
             "prepare",
             "most.data.prepare",
             ("prepare",),
-            ("most/data", "most/io.py"),
+            _DATA_CODE,
             ("download",),
+            ("prepare",),
             "manifests per split and the quality report",
+        ),
+        Stage(
+            "fit_units",
+            "most.speech.fit_units",
+            ("seed", "units"),
+            _SPEECH_CODE,
+            ("prepare",),
+            ("kmeans",),
+            "k-means unit tokenizer fitted on training frames",
+        ),
+        Stage(
+            "tokenize",
+            "most.speech.tokenize",
+            ("units",),
+            _SPEECH_CODE,
+            ("prepare", "kmeans"),
+            ("tokens",),
+            "every utterance as deduplicated units with run lengths",
+        ),
+        Stage(
+            "train_vocoder",
+            "most.speech.train_vocoder",
+            ("seed", "vocoder"),
+            _SPEECH_CODE,
+            ("prepare", "tokens"),
+            ("vocoder",),
+            "unit-to-speech vocoder trained on the training set",
+        ),
+        Stage(
+            "unit_ceiling",
+            "most.speech.ceiling",
+            ("seed", "judge", "voice", "ceiling"),
+            _SPEECH_CODE + ("most/evaluate",),
+            ("prepare", "kmeans", "vocoder"),
+            ("ceiling", "ceiling_samples"),
+            "judge WER on original vs resynthesized dev/test audio",
         ),
     )
 }
@@ -69,5 +123,5 @@ def code_digest(stage: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def output_dir(run: str, stage: str) -> Path:
-    return Path("results") / run / stage
+def output_path(run: str, output: str) -> Path:
+    return Path("results") / run / OUTPUTS[output]

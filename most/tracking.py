@@ -104,11 +104,12 @@ def _log_params(client, run_id: str, params: dict) -> None:
         client.log_batch(run_id, params=items[start : start + PARAM_BATCH])
 
 
-def _log_metrics(client, run_id: str, metrics: dict) -> None:
+def _log_metrics(client, run_id: str, metrics: dict, history=()) -> None:
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
-    items = [Metric(key, float(value), now, 0) for key, value in sorted(metrics.items())]
+    items = [Metric(key, float(value), now, step) for step, values in history for key, value in sorted(values.items())]
+    items += [Metric(key, float(value), now, 0) for key, value in sorted(metrics.items())]
     for start in range(0, len(items), 1000):
         client.log_batch(run_id, metrics=items[start : start + 1000])
 
@@ -175,7 +176,7 @@ class StageRun:
     def log_result(self, result) -> None:
         if self.client is None:
             return
-        _log_metrics(self.client, self.run_id, result.metrics)
+        _log_metrics(self.client, self.run_id, result.metrics, result.history)
         _log_artifacts(self.client, self.run_id, result.artifacts, "reports")
 
 

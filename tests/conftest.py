@@ -18,11 +18,14 @@ SIZE_DIVISOR = 50  # the tiny corpus: 1/50 of the embedded default
 
 
 def tiny_config() -> dict:
-    """config/config.yaml with the embedded corpus shrunk (seconds instead of a minute)."""
+    """config/config.yaml shrunk to seconds per stage: 1/50 of the corpus, few units, short training."""
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     sizes = config["download"]["embedded"]["sizes"]
     for key, value in sizes.items():
         sizes[key] = max(2, value // SIZE_DIVISOR)
+    config["units"].update(k=64, sample_frames=5000, init_frames=2000, kmeans_steps=40, batch_frames=1024)
+    config["vocoder"].update(steps=20, batch_size=8)
+    config["ceiling"].update(max_utterances=2, samples=1)
     return config
 
 

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from most.data import sources, synth, world
 from most.io import atomic_directory, write_json, write_jsonl
+from most.rng import rng_for
 from most.stages import StageResult
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult
 
 def _voice_for(item_key: str, split: str, synthesis: dict, seed: int) -> synth.Voice:
     """A voice drawn per item (per pair for minimal pairs), independent of item order."""
-    rng = world.rng_for(seed, "voice", item_key)
+    rng = rng_for(seed, "voice", item_key)
     if split == "test_neural":
         low, high = synthesis["neural_length_scale"]
         return synth.Voice("piper", synthesis["neural_voice"], length_scale=round(rng.uniform(low, high), 3))

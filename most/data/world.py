@@ -11,13 +11,13 @@ alphabet the prepare stage checks.
 
 from __future__ import annotations
 
-import hashlib
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from most.data.leakage import held_out_found_in, word_ngrams
 from most.data.sources import is_spoken
+from most.rng import rng_for
 
 # --------------------------------------------------------------------------------------------
 # Lexicon (a few hundred word types)
@@ -39,6 +39,12 @@ ROLES = (
     "cook",
     "gardener",
 )
+
+
+def plural_role(role: str) -> str:
+    return role[:-3] + "men" if role.endswith("man") else role + "s"
+
+
 RELATIVES_FEMALE = ("sister", "mother", "aunt", "grandmother")
 RELATIVES_MALE = ("brother", "father", "uncle", "grandfather")
 POSSESSIVES = ("my", "his", "her", "our", "their")
@@ -219,6 +225,7 @@ def word_inventory() -> set[str]:
     for mapping in (NOUNS, TRANSITIVE, MOTION, STATIVE, FRUITS, OPPOSITES):
         words.update(mapping)
         words.update(mapping.values())
+    words.update(plural_role(role) for role in ROLES)
     for phrase in TIMES + LOCATION_PREPOSITIONS:
         words.update(phrase.split())
     return words
@@ -226,12 +233,6 @@ def word_inventory() -> set[str]:
 
 # --------------------------------------------------------------------------------------------
 # Deterministic randomness
-
-
-def rng_for(seed: int, *purpose: object) -> random.Random:
-    """An independent random stream per purpose, stable across Python versions and processes."""
-    digest = hashlib.sha256(repr((seed,) + purpose).encode()).digest()
-    return random.Random(int.from_bytes(digest[:8], "big"))
 
 
 def _pick(rng: random.Random, items):
@@ -258,7 +259,7 @@ def sample_subject(rng: random.Random, plural: bool | None = None) -> Subject:
             first, second = rng.sample(NAMES, 2)
             return Subject(f"{first} and {second}", True, "they")
         if kind == 1:
-            return Subject(f"the {_pick(rng, ROLES)}s", True, "they")
+            return Subject(f"the {plural_role(_pick(rng, ROLES))}", True, "they")
         if kind == 2:
             return Subject(_pick(rng, ("the children", "my friends", "the girls", "the boys", "our neighbours")), True, "they")
         return Subject(_pick(rng, ("we", "they")), True, "they")

@@ -1,6 +1,7 @@
 """The workflow with the real Snakemake: complete runs, no-op reruns, and minimal reruns."""
 
 import json
+import re
 import time
 
 import yaml
@@ -16,11 +17,16 @@ def edit_config(repo, edit):
     path.write_text(yaml.safe_dump(config, sort_keys=False))
 
 
+STAGES = ("download", "prepare", "fit_units", "tokenize", "train_vocoder", "unit_ceiling")
+UNIT_STAGES = {"fit_units", "tokenize", "train_vocoder", "unit_ceiling"}
+
+
 def test_a_finished_run_leaves_nothing_to_do(ran_repo):
-    for stage in ("download", "prepare"):
-        assert (ran_repo / "results" / "embedded" / stage).is_dir()
+    for stage in STAGES:
         assert (ran_repo / "results" / "embedded" / "logs" / f"{stage}.log").stat().st_size > 0
         assert (ran_repo / "results" / "embedded" / "benchmarks" / f"{stage}.tsv").exists()
+    for output in ("download", "prepare", "units/kmeans", "units/tokens", "units/vocoder", "units/ceiling_samples"):
+        assert (ran_repo / "results" / "embedded" / output).is_dir()
     started = time.monotonic()
     assert snakemake_plan(ran_repo) == set()
     assert time.monotonic() - started <= 5
@@ -50,11 +56,19 @@ def test_each_edit_reruns_exactly_the_stages_it_affects(fresh_copy):
     original = (fresh_copy / "config" / "config.yaml").read_text()
 
     edit_config(fresh_copy, lambda c: c["prepare"].__setitem__("min_duration_s", 0.25))
-    assert snakemake_plan(fresh_copy) == {"stage_config[stage=prepare]", "prepare"}
+    assert snakemake_plan(fresh_copy) == {"stage_config[stage=prepare]", "prepare"} | UNIT_STAGES
 
     (fresh_copy / "config" / "config.yaml").write_text(original)
     edit_config(fresh_copy, lambda c: c["download"]["embedded"]["sizes"].__setitem__("dev_sentences", 3))
-    assert snakemake_plan(fresh_copy) == {"stage_config[stage=download]", "download", "prepare"}
+    assert snakemake_plan(fresh_copy) == {"stage_config[stage=download]", "download", "prepare"} | UNIT_STAGES
+
+    (fresh_copy / "config" / "config.yaml").write_text(original)
+    edit_config(fresh_copy, lambda c: c["units"].__setitem__("k", 32))
+    assert snakemake_plan(fresh_copy) == {"stage_config[stage=fit_units]", "stage_config[stage=tokenize]"} | UNIT_STAGES
+
+    (fresh_copy / "config" / "config.yaml").write_text(original)
+    edit_config(fresh_copy, lambda c: c["vocoder"].__setitem__("steps", 7))
+    assert snakemake_plan(fresh_copy) == {"stage_config[stage=train_vocoder]", "train_vocoder", "unit_ceiling"}
 
     (fresh_copy / "config" / "config.yaml").write_text(original)
     edit_config(
@@ -65,17 +79,34 @@ def test_each_edit_reruns_exactly_the_stages_it_affects(fresh_copy):
     (fresh_copy / "config" / "config.yaml").write_text(original)
     code = fresh_copy / "most" / "data" / "quality.py"
     code.write_text(code.read_text() + "\n# an edit of the data code\n")
-    assert snakemake_plan(fresh_copy) == {"download", "prepare"}
+    assert snakemake_plan(fresh_copy) == {"download", "prepare"} | UNIT_STAGES
+
+    code.write_text(code.read_text().replace("\n# an edit of the data code\n", ""))
+    assert snakemake_plan(fresh_copy) == set()
+    code = fresh_copy / "most" / "evaluate" / "normalize.py"
+    code.write_text(code.read_text() + "\n# an edit of the evaluation code\n")
+    assert snakemake_plan(fresh_copy) == {"unit_ceiling"}
 
 
 def test_a_rerun_after_an_edit_runs_only_that_stage(fresh_copy):
-    download = fresh_copy / "results" / "embedded" / "download"
-    download_stamp = (download / ".snakemake_timestamp").stat().st_mtime_ns
-    edit_config(fresh_copy, lambda c: c["prepare"].__setitem__("max_duration_s", 2.5))
+    vocoder = fresh_copy / "results" / "embedded" / "units" / "vocoder"
+    vocoder_stamp = (vocoder / ".snakemake_timestamp").stat().st_mtime_ns
+    edit_config(fresh_copy, lambda c: c["ceiling"].__setitem__("max_utterances", 1))
     result = run(["snakemake", "--cores", "all"], fresh_copy)
-    assert "rule prepare:" in result.stdout + result.stderr
-    assert "rule download:" not in result.stdout + result.stderr
-    assert (download / ".snakemake_timestamp").stat().st_mtime_ns == download_stamp
-    report = json.loads((fresh_copy / "results" / "embedded" / "prepare" / "quality_report.json").read_text())
-    assert report["skipped"]["too_long"] > 0  # the new value took effect
+    ran = set(re.findall(r"^(?:local)?rule (\w+):$", result.stdout + result.stderr, re.MULTILINE)) - {"all"}
+    assert ran == {"stage_config", "unit_ceiling"}
+    assert (vocoder / ".snakemake_timestamp").stat().st_mtime_ns == vocoder_stamp
+    ceiling = json.loads((fresh_copy / "results" / "embedded" / "units" / "ceiling.json").read_text())
+    assert {split: values["utterances"] for split, values in ceiling.items() if split != "judge"} == {"dev": 1, "test": 1, "test_neural": 1}
     assert snakemake_plan(fresh_copy) == set()
+
+
+def test_the_ceiling_holds_both_numbers_for_every_test_set(ran_repo):
+    ceiling = json.loads((ran_repo / "results" / "embedded" / "units" / "ceiling.json").read_text())
+    assert set(ceiling) == {"dev", "test", "test_neural", "judge"}
+    for split in ("dev", "test", "test_neural"):
+        assert 0 <= ceiling[split]["judge_wer_original"] and 0 <= ceiling[split]["resynth_wer"]
+        assert ceiling[split]["utterances"] == 2 and ceiling[split]["words"] > 0
+    assert ceiling["judge"]["kind"] == "whisper"
+    samples = sorted(p.name for p in (ran_repo / "results" / "embedded" / "units" / "ceiling_samples").iterdir() if p.suffix == ".flac")
+    assert len(samples) == 6 and any(name.endswith(".resynth.flac") for name in samples)

@@ -32,7 +32,10 @@ def test_one_parent_run_with_one_child_per_stage(ran_repo):
     assert re.fullmatch(r"[0-9a-f]{40}", parent.data.tags["git.commit"])
     assert parent.data.params["prepare.min_duration_s"] == "0.2"
     children = children_of(all_runs, parent)
-    assert set(children) == {"download", "prepare"}
+    assert set(children) == {"download", "prepare", "fit_units", "tokenize", "train_vocoder", "unit_ceiling"}
+    assert all(child.info.status == "FINISHED" for child in children.values())
+    losses = client.get_metric_history(children["train_vocoder"].info.run_id, "mel_l1")
+    assert [m.step for m in losses] == [20]  # the tiny config trains 20 steps, logged every 50 and at the end
     prepare = children["prepare"]
     assert prepare.info.status == "FINISHED"
     assert prepare.data.tags["most.stage"] == "prepare" and re.fullmatch(r"[0-9a-f]{32}", prepare.data.tags["input.download.md5"])
@@ -71,11 +74,11 @@ def test_tracking_disabled_records_nothing(fresh_copy):
     path = fresh_copy / "config" / "config.yaml"
     config = yaml.safe_load(path.read_text())
     config["tracking"]["enabled"] = False
-    config["prepare"]["min_duration_s"] = 0.3
+    config["ceiling"]["max_utterances"] = 1
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     _, before = runs(fresh_copy)
     output = run(["snakemake", "--cores", "all"], fresh_copy)
-    assert "rule prepare:" in output.stdout + output.stderr
+    assert "rule unit_ceiling:" in output.stdout + output.stderr
     _, after = runs(fresh_copy)
     assert len(after) == len(before)
 

@@ -27,4 +27,4 @@ def test_a_stage_view_needs_explicit_folders(tmp_path):
         yaml.safe_dump({"prepare": yaml.safe_load((REPO / "config" / "config.yaml").read_text())["prepare"]})
     )
     result = run(["most", "prepare", "--config", "view.yaml"], tmp_path, check=False)
-    assert result.returncode == 2 and "pass --output and the input folders" in result.stderr
+    assert result.returncode == 2 and "pass --output and every input and output path" in result.stderr

@@ -137,6 +137,7 @@ def test_code_digest_changes_with_the_stage_code(tmp_path, monkeypatch):
     package.mkdir(parents=True)
     (package / "a.py").write_text("x = 1\n")
     (tmp_path / "most" / "io.py").write_text("y = 1\n")
+    (tmp_path / "most" / "rng.py").write_text("z = 1\n")
     monkeypatch.setattr(stages, "REPO_ROOT", tmp_path)
     before = stages.code_digest("prepare")
     (package / "a.py").write_text("x = 2\n")

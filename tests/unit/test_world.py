@@ -5,6 +5,7 @@ import collections
 import pytest
 
 from most.data import world
+from most.rng import rng_for
 from tests.conftest import tiny_config
 
 SIZES = {k: v * 3 for k, v in tiny_config()["download"]["embedded"]["sizes"].items()}
@@ -93,7 +94,7 @@ def _singular_subject(words: list[str]) -> bool:
 
 
 def test_agreement_pairs_use_the_verb_form_the_subject_needs():
-    rng = world.rng_for(0, "agreement")
+    rng = rng_for(0, "agreement")
     checked = 0
     for _ in range(300):
         good, bad, phenomenon = world.grammatical_pair(rng)

@@ -1,0 +1,1 @@
+"""Evaluation: text normalisation and scoring shared by every judge and metric."""

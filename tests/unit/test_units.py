@@ -1,0 +1,115 @@
+"""Speech units: k-means, deduplication, features, the tokenizer."""
+
+import numpy as np
+import pytest
+import torch
+
+from most.speech import kmeans
+from most.speech.features import FeatureError, make_features
+from most.speech.units import UnitTokenizer, deduplicate, expand
+
+LOGMEL = {
+    "features": "logmel",
+    "frame_rate_hz": 25,
+    "window_ms": 64,
+    "n_mels": 80,
+    "normalize": "utterance",
+    "hubert_model": "",
+    "hubert_revision": "",
+    "hubert_layer": 1,
+}
+
+
+def test_kmeans_recovers_planted_clusters():
+    generator = torch.Generator().manual_seed(0)
+    means = torch.randn(6, 8, generator=generator) * 10
+    labels = torch.randint(6, (6000,), generator=generator)
+    frames = means[labels] + 0.3 * torch.randn(6000, 8, generator=generator)
+    result = kmeans.fit(frames, k=6, steps=200, batch_size=512, seed=1, init_frames=2000)
+    found, _ = kmeans.nearest(means, result.centroids)
+    assert sorted(found.tolist()) == list(range(6))  # every planted cluster has its own centre
+    assert torch.allclose(result.centroids[found], means, atol=0.1)
+    assert result.inertia == pytest.approx(8 * 0.09, rel=0.15)
+    assert int(result.usage.sum()) == 6000 and int((result.usage > 0).sum()) == 6
+
+
+def test_kmeans_is_seeded():
+    frames = torch.randn(3000, 4, generator=torch.Generator().manual_seed(3))
+    a = kmeans.fit(frames, 10, 50, 256, seed=5, init_frames=1000).centroids
+    b = kmeans.fit(frames, 10, 50, 256, seed=5, init_frames=1000).centroids
+    c = kmeans.fit(frames, 10, 50, 256, seed=6, init_frames=1000).centroids
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_dead_clusters_are_reseeded():
+    # two tight blobs and a centre k-means++ cannot avoid once only duplicates of one point remain
+    frames = torch.cat([torch.zeros(500, 2), torch.full((500, 2), 10.0)]) + 0.01 * torch.randn(
+        1000, 2, generator=torch.Generator().manual_seed(0)
+    )
+    result = kmeans.fit(frames, k=4, steps=100, batch_size=64, seed=0, init_frames=1000, reseed_after=5)
+    assert int((result.usage > 0).sum()) == 4
+
+
+@pytest.mark.parametrize("labels", [[], [5], [1, 1, 1], [3, 3, 1, 2, 2, 2, 3], list(np.random.default_rng(0).integers(0, 4, 500))])
+def test_deduplication_round_trips(labels):
+    units, durations = deduplicate(torch.tensor(labels, dtype=torch.long))
+    assert all(a != b for a, b in zip(units, units[1:]))
+    assert sum(durations) == len(labels) and all(d >= 1 for d in durations)
+    assert expand(units, durations) == [int(x) for x in labels]
+
+
+def test_logmel_frames_at_the_configured_rate():
+    wave = np.random.default_rng(0).normal(0, 0.1, 32000).astype(np.float32)  # 2 s
+    for rate in (25, 50):
+        [frames] = make_features({**LOGMEL, "frame_rate_hz": rate})([wave], ["noise"])
+        assert frames.shape == (2 * rate + 1, 80)
+        assert torch.allclose(frames.mean(0), torch.zeros(80), atol=1e-4)  # per-utterance normalisation
+
+
+def test_non_finite_features_name_the_utterance():
+    wave = np.zeros(16000, np.float32)
+    wave[100] = np.nan
+    with pytest.raises(FeatureError, match="utterance bad-7: features contain NaN or inf"):
+        make_features(LOGMEL)([wave], ["bad-7"])
+
+
+@pytest.mark.parametrize("norm", ["layer", "group"])
+def test_hubert_features_from_a_random_model_in_a_local_folder(tmp_path, norm):
+    from transformers import HubertConfig, HubertModel
+
+    config = HubertConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        conv_dim=(16,) * 7,
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+        feat_extract_norm=norm,
+        do_stable_layer_norm=norm == "layer",
+    )
+    torch.manual_seed(0)
+    HubertModel(config).save_pretrained(tmp_path / "hubert")  # safetensors; nothing downloaded
+    waves = [
+        np.random.default_rng(1).normal(0, 0.1, 32000).astype(np.float32),
+        np.random.default_rng(2).normal(0, 0.1, 16000).astype(np.float32),
+    ]
+    settings = {**LOGMEL, "features": "hubert", "hubert_model": str(tmp_path / "hubert"), "normalize": "none", "hubert_layer": 2}
+    for rate, expected in ((50, (99, 49)), (25, (49, 24))):
+        out = make_features({**settings, "frame_rate_hz": rate})(waves, ["a", "b"])
+        assert [len(f) for f in out] == list(expected) and out[0].shape[1] == 32
+    # batched with a length mask, the short utterance gives the frames it gives alone
+    features = make_features({**settings, "frame_rate_hz": 50})
+    assert torch.allclose(features([waves[1]], ["b"])[0], features(waves, ["a", "b"])[1], atol=1e-4)
+    with pytest.raises(ValueError, match="frame_rate_hz: 20 is not the HuBERT rate 50 Hz divided by an integer"):
+        make_features({**settings, "frame_rate_hz": 20})
+
+
+def test_tokenizer_saves_and_loads(tmp_path):
+    centroids = torch.randn(16, 80)
+    tokenizer = UnitTokenizer(LOGMEL, centroids, torch.zeros(80), torch.ones(80))
+    tokenizer.save(tmp_path)
+    loaded = UnitTokenizer.load(tmp_path)
+    assert torch.equal(loaded.centroids, centroids) and loaded.settings == LOGMEL
+    wave = np.random.default_rng(2).normal(0, 0.1, 8000).astype(np.float32)
+    assert loaded.encode([wave], ["w"]) == tokenizer.encode([wave], ["w"])

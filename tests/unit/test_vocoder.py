@@ -1,0 +1,92 @@
+"""Vocoders: output lengths follow the durations; weights round-trip through safetensors."""
+
+import numpy as np
+import pytest
+import torch
+
+from most.speech import vocoder
+
+
+def small_unit_mel():
+    torch.manual_seed(0)
+    config = vocoder.UnitMelConfig(
+        k=32,
+        speakers=["a", "b"],
+        hidden_size=16,
+        encoder_layers=2,
+        decoder_layers=2,
+        mel_mean=[0.0] * 80,
+        mel_std=[1.0] * 80,
+        speaker_f0=[20, 40],
+    )
+    return vocoder.UnitMelVocoder(config)
+
+
+def test_unit_mel_length_follows_given_and_predicted_durations():
+    model = small_unit_mel()
+    units, durations = [3, 7, 1, 30], [2, 1, 5, 3]
+    mel = model.synthesize_mel(units, "a", durations)
+    assert mel.shape == (sum(durations) * model.config.frames_per_unit, 80)
+    predicted = (
+        torch.exp(model.duration(model.encode(torch.tensor([units]), torch.ones(1, 4), torch.tensor([0])))[0, :, 0]).round().clamp(min=1)
+    )
+    assert model.synthesize_mel(units, "a").shape[0] == int(predicted.sum()) * model.config.frames_per_unit
+    assert model.synthesize_mel([], "a").shape == (0, 80)
+    with pytest.raises(ValueError, match="vocoder.speaker: 'c' is not a training speaker"):
+        model.synthesize_mel(units, "c")
+
+
+def test_griffin_lim_gives_a_waveform_of_the_mel_length():
+    model = small_unit_mel()
+    mel = model.synthesize_mel([1, 2, 3], "b", [3, 3, 3])
+    wave = vocoder.MelSettings().griffin_lim(mel, iterations=4)
+    assert abs(len(wave) - (len(mel) - 1) * 160) <= 160 and np.isfinite(wave).all()
+
+
+def test_run_positions():
+    index, position = vocoder.run_positions([2, 3, 1])
+    assert index.tolist() == [0, 0, 1, 1, 1, 2] and position.tolist() == [0, 1, 0, 1, 2, 0]
+
+
+def test_f0_of_a_pure_tone_and_of_silence():
+    t = np.arange(16000) / 16000
+    bins = vocoder.f0_bins((0.5 * np.sin(2 * np.pi * 150 * t)).astype(np.float32))
+    scaled = (np.log(150) - np.log(vocoder.F0_MIN)) / (np.log(vocoder.F0_MAX) - np.log(vocoder.F0_MIN))
+    assert abs(int(bins[50]) - (round(scaled * (vocoder.F0_BINS - 2)) + 1)) <= 1
+    assert int(vocoder.f0_bins(np.zeros(16000, np.float32)).max()) == 0
+
+
+@pytest.mark.parametrize("kind", ["unit_mel", "hifigan"])
+def test_weights_round_trip_through_safetensors(tmp_path, kind):
+    torch.manual_seed(1)
+    model = small_unit_mel() if kind == "unit_mel" else vocoder.UnitHifiGan(vocoder.HifiGanConfig(k=40, upsample_initial_channel=32))
+    vocoder.save(model, tmp_path)
+    assert not list(tmp_path.glob("*.pt")) and (tmp_path / vocoder.WEIGHTS).exists()
+    loaded = vocoder.load(tmp_path)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, loaded.state_dict()[name]), name
+
+
+def test_hifigan_output_length_follows_durations():
+    torch.manual_seed(2)
+    model = vocoder.UnitHifiGan(vocoder.HifiGanConfig(k=40, upsample_initial_channel=32))
+    wave = model.synthesize([1, 5, 9], [2, 1, 3])
+    assert len(wave) == 6 * 640 and np.abs(wave).max() <= 1
+    predicted = model.synthesize([1, 5, 9])
+    assert len(predicted) % 640 == 0 and len(predicted) >= 3 * 640
+
+
+@pytest.mark.parametrize("steps", [1, 2, 20, 800])
+def test_learning_rate_warms_up_then_decays_for_any_step_count(steps):
+    from most.speech.train_vocoder import warmup_cosine
+
+    factor = warmup_cosine(steps)
+    values = [factor(step) for step in range(steps)]
+    assert all(0 < value <= 1 for value in values[: max(1, steps - 1)])
+    assert max(values) == 1
+    peak = values.index(1)
+    assert values[peak:] == sorted(values[peak:], reverse=True)
+    if steps > 2:
+        assert values[-1] < 0.01
+    if steps >= 40:  # warmup is 5% of the steps
+        assert values[0] < 0.1

@@ -1,0 +1,95 @@
+# Speech units: fit_units (k-means) -> tokenize (unit sequences) -> train_vocoder -> unit_ceiling.
+
+
+rule fit_units:
+    input:
+        config=stage_config("fit_units"),
+        prepare=rules.prepare.output[0],
+    output:
+        directory(f"{RESULTS}/units/kmeans"),
+    params:
+        code=code_digest("fit_units"),
+    threads: stage_threads("fit_units")
+    resources:
+        **stage_resources("fit_units"),
+    log:
+        stage_log("fit_units"),
+    benchmark:
+        stage_benchmark("fit_units")
+    conda:
+        MOST_ENV
+    shell:
+        "most fit_units --config {input.config:q} --prepare {input.prepare:q} --output {output:q}"
+        " --threads {threads} --log {log:q} > {log:q} 2>&1"
+
+
+rule tokenize:
+    input:
+        config=stage_config("tokenize"),
+        prepare=rules.prepare.output[0],
+        kmeans=rules.fit_units.output[0],
+    output:
+        directory(f"{RESULTS}/units/tokens"),
+    params:
+        code=code_digest("tokenize"),
+    threads: stage_threads("tokenize")
+    resources:
+        **stage_resources("tokenize"),
+    log:
+        stage_log("tokenize"),
+    benchmark:
+        stage_benchmark("tokenize")
+    conda:
+        MOST_ENV
+    shell:
+        "most tokenize --config {input.config:q} --prepare {input.prepare:q} --kmeans {input.kmeans:q}"
+        " --output {output:q} --threads {threads} --log {log:q} > {log:q} 2>&1"
+
+
+rule train_vocoder:
+    input:
+        config=stage_config("train_vocoder"),
+        prepare=rules.prepare.output[0],
+        tokens=rules.tokenize.output[0],
+    output:
+        directory(f"{RESULTS}/units/vocoder"),
+    params:
+        code=code_digest("train_vocoder"),
+    threads: stage_threads("train_vocoder")
+    resources:
+        **stage_resources("train_vocoder"),
+    log:
+        stage_log("train_vocoder"),
+    benchmark:
+        stage_benchmark("train_vocoder")
+    conda:
+        MOST_ENV
+    shell:
+        "most train_vocoder --config {input.config:q} --prepare {input.prepare:q} --tokens {input.tokens:q}"
+        " --output {output:q} --threads {threads} --log {log:q} > {log:q} 2>&1"
+
+
+rule unit_ceiling:
+    input:
+        config=stage_config("unit_ceiling"),
+        prepare=rules.prepare.output[0],
+        kmeans=rules.fit_units.output[0],
+        vocoder=rules.train_vocoder.output[0],
+    output:
+        ceiling=f"{RESULTS}/units/ceiling.json",
+        samples=directory(f"{RESULTS}/units/ceiling_samples"),
+    params:
+        code=code_digest("unit_ceiling"),
+    threads: stage_threads("unit_ceiling")
+    resources:
+        **stage_resources("unit_ceiling"),
+    log:
+        stage_log("unit_ceiling"),
+    benchmark:
+        stage_benchmark("unit_ceiling")
+    conda:
+        MOST_ENV
+    shell:
+        "most unit_ceiling --config {input.config:q} --prepare {input.prepare:q} --kmeans {input.kmeans:q}"
+        " --vocoder {input.vocoder:q} --output {output.ceiling:q} --ceiling-samples {output.samples:q}"
+        " --threads {threads} --log {log:q} > {log:q} 2>&1"
