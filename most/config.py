@@ -91,9 +91,11 @@ def _check_consistency(config: dict, source: str) -> None:
     prepare = config.get("prepare")
     if prepare and prepare["min_duration_s"] >= prepare["max_duration_s"]:
         raise ConfigError(f"invalid config in {source}:\n  prepare.min_duration_s: must be below prepare.max_duration_s")
-    model = config.get("model")
-    if model and model["text_experts"] + model["audio_experts"] != model["num_routed_experts"]:
-        raise ConfigError(f"invalid config in {source}:\n  model.text_experts + model.audio_experts must equal model.num_routed_experts")
+    base_lm = config.get("base_lm")
+    if base_lm and base_lm["num_experts_per_token"] > base_lm["num_routed_experts"] // 2:
+        raise ConfigError(
+            f"invalid config in {source}:\n  base_lm.num_experts_per_token must fit in half the routed experts (one modality group)"
+        )
 
 
 def read_yaml(path: str | os.PathLike) -> dict:

@@ -42,10 +42,13 @@ OUTPUTS: dict[str, str] = {
     "vocoder": "units/vocoder",
     "ceiling": "units/ceiling.json",
     "ceiling_samples": "units/ceiling_samples",
+    "base_lm": "base_lm",
+    "graft": "graft",
 }
 
 _DATA_CODE = ("most/data", "most/io.py", "most/rng.py")
 _SPEECH_CODE = ("most/speech", "most/io.py", "most/rng.py")
+_MODEL_CODE = ("most/model", "most/speech/corpus.py", "most/io.py", "most/rng.py")
 
 STAGES: dict[str, Stage] = {
     stage.name: stage
@@ -103,6 +106,24 @@ STAGES: dict[str, Stage] = {
             ("prepare", "kmeans", "vocoder"),
             ("ceiling", "ceiling_samples"),
             "judge WER on original vs resynthesized dev/test audio",
+        ),
+        Stage(
+            "pretrain_base",
+            "most.model.pretrain_base",
+            ("seed", "base_lm"),
+            _MODEL_CODE,
+            ("prepare",),
+            ("base_lm",),
+            "the embedded base LM: a small DeepSeek-V2-shaped MoE LM and its BPE tokenizer",
+        ),
+        Stage(
+            "graft",
+            "most.model.graft",
+            ("seed", "model"),
+            _MODEL_CODE,
+            ("prepare", "tokens", "base_lm"),
+            ("graft",),
+            "the base MoE LM grafted into MoST (MAMoE experts, unit tokens) and the graft report",
         ),
     )
 }

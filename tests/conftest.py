@@ -17,6 +17,10 @@ BIN = Path(sys.executable).parent
 SIZE_DIVISOR = 50  # the tiny corpus: 1/50 of the embedded default
 
 
+# every stage of the embedded default, in pipeline order
+STAGES = ("download", "prepare", "fit_units", "tokenize", "train_vocoder", "unit_ceiling", "pretrain_base", "graft")
+
+
 def tiny_config() -> dict:
     """config/config.yaml shrunk to seconds per stage: 1/50 of the corpus, few units, short training."""
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
@@ -26,6 +30,8 @@ def tiny_config() -> dict:
     config["units"].update(k=64, sample_frames=5000, init_frames=2000, kmeans_steps=40, batch_frames=1024)
     config["vocoder"].update(steps=20, batch_size=8)
     config["ceiling"].update(max_utterances=2, samples=1)
+    config["base_lm"].update(tokenizer_vocab_size=400, hidden_size=32, num_layers=2, steps=10, batch_size=8, eval_sentences=4)
+    config["model"].update(calibration_sentences=8, eval_sentences=4)
     return config
 
 

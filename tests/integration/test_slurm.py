@@ -6,7 +6,7 @@ import subprocess
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import REPO, copy_repo, git_init, run, tiny_config, write_config
+from tests.conftest import REPO, STAGES, copy_repo, git_init, run, tiny_config, write_config
 
 pytestmark = pytest.mark.slurm
 CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
@@ -44,12 +44,12 @@ def test_data_stages_run_as_slurm_jobs_with_the_same_results(cluster, ran_repo, 
     )
     log = result.stdout + result.stderr
     assert "has been submitted with SLURM jobid" in log
-    for stage in ("download", "prepare", "fit_units", "tokenize", "train_vocoder", "unit_ceiling"):
+    for stage in STAGES:
         assert list((repo / "results" / "slurm-logs" / f"rule_{stage}").glob("*.log")), f"no SLURM log for {stage}"
     ours, local = repo / "results" / "embedded" / "prepare", ran_repo / "results" / "embedded" / "prepare"
     files = sorted(p.relative_to(local) for p in local.rglob("*.json*"))
     assert files and [str(f) for f in files if not filecmp.cmp(ours / f, local / f, shallow=False)] == []
     client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'results' / 'mlflow.db'}")
     stage_runs = client.search_runs([client.get_experiment_by_name("most").experiment_id], "tags.`most.kind` = 'stage'")
-    assert {r.info.run_name for r in stage_runs} == {"download", "prepare", "fit_units", "tokenize", "train_vocoder", "unit_ceiling"}
+    assert {r.info.run_name for r in stage_runs} == set(STAGES)
     assert all(r.data.tags.get("slurm.job_id") and r.data.tags.get("mlflow.parentRunId") for r in stage_runs)

@@ -7,7 +7,7 @@ import time
 import yaml
 
 from most import config as most_config
-from tests.conftest import run, snakemake_plan
+from tests.conftest import STAGES, run, snakemake_plan
 
 
 def edit_config(repo, edit):
@@ -17,15 +17,24 @@ def edit_config(repo, edit):
     path.write_text(yaml.safe_dump(config, sort_keys=False))
 
 
-STAGES = ("download", "prepare", "fit_units", "tokenize", "train_vocoder", "unit_ceiling")
 UNIT_STAGES = {"fit_units", "tokenize", "train_vocoder", "unit_ceiling"}
+MODEL_STAGES = {"pretrain_base", "graft"}
 
 
 def test_a_finished_run_leaves_nothing_to_do(ran_repo):
     for stage in STAGES:
         assert (ran_repo / "results" / "embedded" / "logs" / f"{stage}.log").stat().st_size > 0
         assert (ran_repo / "results" / "embedded" / "benchmarks" / f"{stage}.tsv").exists()
-    for output in ("download", "prepare", "units/kmeans", "units/tokens", "units/vocoder", "units/ceiling_samples"):
+    for output in (
+        "download",
+        "prepare",
+        "units/kmeans",
+        "units/tokens",
+        "units/vocoder",
+        "units/ceiling_samples",
+        "base_lm",
+        "graft/model",
+    ):
         assert (ran_repo / "results" / "embedded" / output).is_dir()
     started = time.monotonic()
     assert snakemake_plan(ran_repo) == set()
@@ -56,19 +65,23 @@ def test_each_edit_reruns_exactly_the_stages_it_affects(fresh_copy):
     original = (fresh_copy / "config" / "config.yaml").read_text()
 
     edit_config(fresh_copy, lambda c: c["prepare"].__setitem__("min_duration_s", 0.25))
-    assert snakemake_plan(fresh_copy) == {"stage_config[stage=prepare]", "prepare"} | UNIT_STAGES
+    assert snakemake_plan(fresh_copy) == {"stage_config[stage=prepare]", "prepare"} | UNIT_STAGES | MODEL_STAGES
 
     (fresh_copy / "config" / "config.yaml").write_text(original)
     edit_config(fresh_copy, lambda c: c["download"]["embedded"]["sizes"].__setitem__("dev_sentences", 3))
-    assert snakemake_plan(fresh_copy) == {"stage_config[stage=download]", "download", "prepare"} | UNIT_STAGES
+    assert snakemake_plan(fresh_copy) == {"stage_config[stage=download]", "download", "prepare"} | UNIT_STAGES | MODEL_STAGES
 
     (fresh_copy / "config" / "config.yaml").write_text(original)
     edit_config(fresh_copy, lambda c: c["units"].__setitem__("k", 32))
-    assert snakemake_plan(fresh_copy) == {"stage_config[stage=fit_units]", "stage_config[stage=tokenize]"} | UNIT_STAGES
+    assert snakemake_plan(fresh_copy) == {"stage_config[stage=fit_units]", "stage_config[stage=tokenize]", "graft"} | UNIT_STAGES
 
     (fresh_copy / "config" / "config.yaml").write_text(original)
     edit_config(fresh_copy, lambda c: c["vocoder"].__setitem__("steps", 7))
     assert snakemake_plan(fresh_copy) == {"stage_config[stage=train_vocoder]", "train_vocoder", "unit_ceiling"}
+
+    (fresh_copy / "config" / "config.yaml").write_text(original)
+    edit_config(fresh_copy, lambda c: c["model"].__setitem__("routing", "masked_softmax"))
+    assert snakemake_plan(fresh_copy) == {"stage_config[stage=graft]", "graft"}
 
     (fresh_copy / "config" / "config.yaml").write_text(original)
     edit_config(
@@ -79,13 +92,16 @@ def test_each_edit_reruns_exactly_the_stages_it_affects(fresh_copy):
     (fresh_copy / "config" / "config.yaml").write_text(original)
     code = fresh_copy / "most" / "data" / "quality.py"
     code.write_text(code.read_text() + "\n# an edit of the data code\n")
-    assert snakemake_plan(fresh_copy) == {"download", "prepare"} | UNIT_STAGES
+    assert snakemake_plan(fresh_copy) == {"download", "prepare"} | UNIT_STAGES | MODEL_STAGES
 
     code.write_text(code.read_text().replace("\n# an edit of the data code\n", ""))
     assert snakemake_plan(fresh_copy) == set()
     code = fresh_copy / "most" / "evaluate" / "normalize.py"
     code.write_text(code.read_text() + "\n# an edit of the evaluation code\n")
     assert snakemake_plan(fresh_copy) == {"unit_ceiling"}
+    code = fresh_copy / "most" / "model" / "moe.py"
+    code.write_text(code.read_text() + "\n# an edit of the model code\n")
+    assert snakemake_plan(fresh_copy) == {"unit_ceiling"} | MODEL_STAGES
 
 
 def test_a_rerun_after_an_edit_runs_only_that_stage(fresh_copy):
@@ -99,6 +115,22 @@ def test_a_rerun_after_an_edit_runs_only_that_stage(fresh_copy):
     ceiling = json.loads((fresh_copy / "results" / "embedded" / "units" / "ceiling.json").read_text())
     assert {split: values["utterances"] for split, values in ceiling.items() if split != "judge"} == {"dev": 1, "test": 1, "test_neural": 1}
     assert snakemake_plan(fresh_copy) == set()
+
+
+def test_the_graft_checkpoint_loads_and_generates(ran_repo):
+    import torch
+    from transformers import AutoTokenizer
+
+    from most.model import MoSTForCausalLM
+
+    folder = ran_repo / "results" / "embedded" / "graft"
+    report = json.loads((folder / "report.json").read_text())
+    assert report["plain_index_matches_base"] is True and report["base_perplexity"] > 1 and report["most_perplexity"] > 1
+    model = MoSTForCausalLM.from_pretrained(folder / "model")
+    tokenizer = AutoTokenizer.from_pretrained(folder / "model")
+    prompt = tokenizer(["the cook finds"], return_tensors="pt")["input_ids"]
+    assert model.generate(prompt, max_new_tokens=3, min_new_tokens=3, do_sample=False).shape == (1, prompt.shape[1] + 3)
+    assert torch.equal(torch.tensor(model.config.audio_expert_ids), torch.arange(8, 16))
 
 
 def test_the_ceiling_holds_both_numbers_for_every_test_set(ran_repo):

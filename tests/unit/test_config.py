@@ -73,8 +73,7 @@ def test_every_schema_key_is_documented_in_the_config_readme():
 def test_paper_config_has_the_paper_layout():
     paper = config.load(REPO / "config" / "paper.yaml")
     assert paper["model"]["base"] == "deepseek-ai/DeepSeek-V2-Lite"
-    assert (paper["model"]["num_routed_experts"], paper["model"]["text_experts"], paper["model"]["audio_experts"]) == (64, 32, 32)
-    assert (paper["model"]["num_experts_per_token"], paper["model"]["num_shared_experts"]) == (6, 2)
+    assert (paper["model"]["routing"], paper["model"]["expert_assignment"]) == ("official", "index")
     assert paper["posttrain"]["mix"] == {"asr": 0.4, "tts": 0.4, "text_lm": 0.2}
     assert (paper["posttrain"]["steps"], paper["posttrain"]["batch_size"]) == (500000, 512)
     assert paper["instruct"]["mix"] == {"spoken_instruction": 0.4, "text_instruction": 0.4, "asr": 0.1, "tts": 0.1}
@@ -105,7 +104,8 @@ def embedded():
             lambda c: c["download"]["synthesis"]["voices"]["test"].append("en-us+m1"),
             r"download\.synthesis\.voices\.test: \['en-us\+m1'\] also speak train/dev data",
         ),
-        (lambda c: c["model"].__setitem__("text_experts", 3), r"model\.text_experts \+ model\.audio_experts must equal"),
+        (lambda c: c["base_lm"].__setitem__("num_experts_per_token", 9), r"base_lm\.num_experts_per_token must fit in half"),
+        (lambda c: c["model"].__setitem__("routing", "soft"), r"model\.routing: 'soft' is not one of"),
         (lambda c: c.__setitem__("run", "a b"), r"run: 'a b' does not match"),
     ],
 )

@@ -50,3 +50,7 @@ def stage_threads(stage):
 
 def stage_resources(stage):
     return snakemake_resources(config["resources"][stage])
+
+
+# the embedded default pretrains its base LM; a hub or folder base is loaded by graft directly
+PRETRAIN_BASE = config["model"]["base"] == "embedded"

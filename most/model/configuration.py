@@ -1,0 +1,83 @@
+"""`MoSTConfig`: a DeepSeek-V2 config plus the MAMoE expert split, routing, backend and token layout.
+
+The base architecture is DeepSeek-V2 (MLA attention) by default; `base_model_type="qwen2_moe"` hosts a
+Qwen2-MoE-style base instead (grouped-query attention with q/k/v bias, a sigmoid-gated shared expert).
+"""
+
+from __future__ import annotations
+
+from huggingface_hub.dataclasses import strict
+from transformers.models.deepseek_v2.configuration_deepseek_v2 import DeepseekV2Config
+
+from most.model.moe import BACKENDS, ROUTINGS
+
+BASE_MODEL_TYPES = ("deepseek_v2", "qwen2_moe")
+AUX_LOSS_SCOPES = ("group", "all")
+
+
+@strict
+class MoSTConfig(DeepseekV2Config):
+    model_type = "most"
+
+    base_model_type: str = "deepseek_v2"
+    text_expert_ids: list[int] | None = None
+    audio_expert_ids: list[int] | None = None
+    routing: str = "official"
+    expert_backend: str = "grouped"
+    aux_loss_alpha: float = 0.0
+    aux_loss_scope: str = "group"  # per modality group (summed) or one loss over all experts
+    # token layout: ids [audio_token_start, audio_token_start + audio_token_count) are speech units;
+    # `audio_marker_ids` are markers whose hidden state predicts speech (begin of speech): modality audio.
+    # Every other id is text (end-of-speech markers predict text).
+    audio_token_start: int = 0
+    audio_token_count: int = 0
+    audio_marker_ids: list[int] | None = None
+    special_tokens: dict[str, int] | None = None
+    # Qwen2-MoE host
+    shared_expert_intermediate_size: int | None = None
+    shared_expert_gate: bool = False
+    qkv_bias: bool = False
+    layer_types: list[str] | None = None
+    sliding_window: int | None = None
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        if self.base_model_type == "qwen2_moe":
+            self.head_dim = self.hidden_size // self.num_attention_heads
+        if self.layer_types is None:
+            self.layer_types = ["full_attention"] * self.num_hidden_layers
+        if self.audio_marker_ids is None:
+            self.audio_marker_ids = []
+        if self.text_expert_ids is None and self.audio_expert_ids is None:
+            half = self.n_routed_experts // 2
+            self.text_expert_ids, self.audio_expert_ids = list(range(half)), list(range(half, self.n_routed_experts))
+        self.check_most()
+
+    @property
+    def shared_expert_size(self) -> int:
+        if self.shared_expert_intermediate_size is not None:
+            return self.shared_expert_intermediate_size
+        return self.moe_intermediate_size * self.n_shared_experts
+
+    def check_most(self) -> None:
+        def fail(message):
+            raise ValueError(f"MoSTConfig: {message}")
+
+        if self.base_model_type not in BASE_MODEL_TYPES:
+            fail(f"base_model_type {self.base_model_type!r} is not one of {BASE_MODEL_TYPES}")
+        if self.routing not in ROUTINGS:
+            fail(f"routing {self.routing!r} is not one of {ROUTINGS}")
+        if self.expert_backend not in BACKENDS:
+            fail(f"expert_backend {self.expert_backend!r} is not one of {BACKENDS}")
+        if self.aux_loss_scope not in AUX_LOSS_SCOPES:
+            fail(f"aux_loss_scope {self.aux_loss_scope!r} is not one of {AUX_LOSS_SCOPES}")
+        text, audio = set(self.text_expert_ids or []), set(self.audio_expert_ids or [])
+        if text & audio:
+            fail(f"text_expert_ids and audio_expert_ids share experts {sorted(text & audio)}")
+        if text | audio != set(range(self.n_routed_experts)):
+            fail(f"text_expert_ids and audio_expert_ids must cover experts 0..{self.n_routed_experts - 1} exactly")
+        if self.routing != "plain" and self.num_experts_per_tok > min(len(text), len(audio)):
+            fail(f"num_experts_per_tok {self.num_experts_per_tok} exceeds a group's size ({len(text)} text, {len(audio)} audio)")
+
+
+__all__ = ["MoSTConfig"]

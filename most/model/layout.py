@@ -1,0 +1,51 @@
+"""The token layout: speech units and markers appended to the base tokenizer.
+
+Units are `<|u0|>` ... `<|u{k-1}|>`, contiguous ids. Markers: begin/end of speech and one tag per task.
+`<|begin_of_speech|>` has modality audio (its hidden state predicts the first unit); every other marker
+is text. New embedding and output rows start at the mean of the base model's rows plus seeded noise.
+"""
+
+from __future__ import annotations
+
+import torch
+from tokenizers import AddedToken
+
+BEGIN_SPEECH, END_SPEECH = "<|begin_of_speech|>", "<|end_of_speech|>"
+TASKS = ("asr", "tts", "text_lm", "spoken_instruction", "text_instruction", "spoken_qa", "text_qa")
+
+
+def unit_token(unit: int) -> str:
+    return f"<|u{unit}|>"
+
+
+def task_tag(task: str) -> str:
+    return f"<|{task}|>"
+
+
+def extend_tokenizer(tokenizer, units: int) -> dict:
+    """Add the unit tokens and markers; return the layout (ids) recorded in the model config."""
+    base_size = len(tokenizer)
+    tokenizer.add_tokens([AddedToken(unit_token(u), normalized=False, special=False) for u in range(units)])
+    markers = [BEGIN_SPEECH, END_SPEECH, *(task_tag(t) for t in TASKS)]
+    tokenizer.add_special_tokens({"additional_special_tokens": markers})
+    ids = tokenizer.convert_tokens_to_ids([unit_token(u) for u in range(units)])
+    if ids != list(range(ids[0], ids[0] + units)):
+        raise ValueError("token layout: the unit tokens did not get contiguous ids (does the base tokenizer already define <|u*|> tokens?)")
+    special = dict(zip(markers, tokenizer.convert_tokens_to_ids(markers), strict=True))
+    return {
+        "base_vocab_size": base_size,
+        "audio_token_start": ids[0],
+        "audio_token_count": units,
+        "audio_marker_ids": [special[BEGIN_SPEECH]],
+        "special_tokens": special,
+    }
+
+
+def init_new_rows(matrix: torch.Tensor, first_new: int, noise: float, generator: torch.Generator) -> None:
+    """Rows from `first_new` on: the mean of the earlier rows plus noise scaled by their spread."""
+    with torch.no_grad():
+        old = matrix[:first_new].float()
+        mean, spread = old.mean(0), old.std(0)
+        new = matrix.shape[0] - first_new
+        draws = torch.randn(new, matrix.shape[1], generator=generator)
+        matrix[first_new:] = (mean + noise * spread * draws).to(matrix.dtype)

@@ -1,0 +1,195 @@
+"""The MAMoE block: a modality-aware router, packed experts with two dispatch backends, shared experts.
+
+Routed experts are split into a text group and an audio group; a token (modality 0 text, 1 audio) is
+routed only inside its own group, except with `routing="plain"`. Routing variants (`config.routing`):
+
+- `official`: softmax over all routed experts, the other group's probabilities zeroed, top-k, no
+  renormalisation (the public MoST code): a token's weights sum to the share of the full softmax
+  mass its k experts hold;
+- `masked_softmax`: logits outside the token's group set to -inf, softmax within the group, top-k
+  (renormalised when the base model renormalises, `norm_topk_prob`);
+- `group_routers`: each group's router rows form a router of their own, softmax within the group,
+  top-k weights renormalised to sum to 1;
+- `plain`: no modality constraint (a vanilla MoE; `norm_topk_prob` as in the base model).
+
+All variants share one router matrix `gate.weight` [experts, hidden], so one graft serves every
+variant. Weights are multiplied by `routed_scaling_factor`.
+
+Dispatch backends (`config.expert_backend`): `reference` loops over experts; `grouped` sorts the
+token copies by expert and runs one grouped GEMM per projection (`F.grouped_mm`), with no host
+synchronisation. Both compute the same function (tests check forward and gradients).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.activations import ACT2FN
+from transformers.models.deepseek_v2.modeling_deepseek_v2 import DeepseekV2MLP
+
+TEXT, AUDIO = 0, 1
+ROUTINGS = ("official", "masked_softmax", "group_routers", "plain")
+BACKENDS = ("reference", "grouped")
+
+
+@dataclass
+class Routing:
+    """One MoE layer's routing decision for a flat batch of tokens."""
+
+    indices: torch.Tensor  # [tokens, k] expert ids
+    weights: torch.Tensor  # [tokens, k] in the hidden dtype
+    scores: torch.Tensor  # [tokens, experts] float32 probabilities the balance loss uses
+    modality: torch.Tensor  # [tokens]
+    token_mask: torch.Tensor  # [tokens] bool: real (non-padding) tokens
+
+
+def expert_groups(config) -> list[int]:
+    """The modality group (0 text, 1 audio) of each routed expert."""
+    audio = set(config.audio_expert_ids or [])
+    return [AUDIO if expert in audio else TEXT for expert in range(config.n_routed_experts)]
+
+
+class MoSTRouter(nn.Module):
+    def __init__(self, config) -> None:
+        super().__init__()
+        self.routing = config.routing
+        self.top_k = config.num_experts_per_tok
+        self.norm_topk_prob = bool(config.norm_topk_prob)
+        self.routed_scaling_factor = config.routed_scaling_factor
+        self.weight = nn.Parameter(torch.zeros(config.n_routed_experts, config.hidden_size, dtype=torch.float32))
+        # a plain list, not a buffer: from_pretrained leaves non-persistent buffers uninitialised
+        self.expert_group = expert_groups(config)
+
+    def forward(self, hidden: torch.Tensor, modality: torch.Tensor, token_mask: torch.Tensor) -> Routing:
+        logits = F.linear(hidden.float(), self.weight.float())
+        if self.routing == "plain":
+            scores = logits.softmax(-1)
+            weights, indices = torch.topk(scores, self.top_k, dim=-1)
+            if self.norm_topk_prob:
+                weights = weights / weights.sum(-1, keepdim=True)
+        else:
+            own_group = torch.tensor(self.expert_group, device=hidden.device)[None, :] == modality[:, None]
+            if self.routing == "official":
+                scores = logits.softmax(-1) * own_group
+            else:
+                scores = logits.masked_fill(~own_group, float("-inf")).softmax(-1)
+            weights, indices = torch.topk(scores, self.top_k, dim=-1)
+            renormalise = self.routing == "group_routers" or (self.routing == "masked_softmax" and self.norm_topk_prob)
+            if renormalise:
+                weights = weights / weights.sum(-1, keepdim=True)
+        weights = (weights * self.routed_scaling_factor).to(hidden.dtype)
+        return Routing(indices, weights, scores, modality, token_mask)
+
+
+class MoSTExperts(nn.Module):
+    """Routed experts as packed 3-D weights (the transformers 5 layout: gate_up_proj, down_proj)."""
+
+    def __init__(self, config) -> None:
+        super().__init__()
+        self.num_experts = config.n_routed_experts
+        self.backend = config.expert_backend
+        self.gate_up_proj = nn.Parameter(torch.empty(self.num_experts, 2 * config.moe_intermediate_size, config.hidden_size))
+        self.down_proj = nn.Parameter(torch.empty(self.num_experts, config.hidden_size, config.moe_intermediate_size))
+        self.act_fn = ACT2FN[config.hidden_act]
+
+    def forward(self, hidden: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        if self.backend == "reference":
+            return self._reference(hidden, indices, weights)
+        return self._grouped(hidden, indices, weights)
+
+    def _swiglu(self, x: torch.Tensor, gate_up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
+        gate, up = F.linear(x, gate_up).chunk(2, dim=-1)
+        return F.linear(self.act_fn(gate) * up, down)
+
+    def _reference(self, hidden, indices, weights):
+        out = torch.zeros_like(hidden)
+        for expert in range(self.num_experts):
+            token, slot = torch.where(indices == expert)
+            y = self._swiglu(hidden.index_select(0, token), self.gate_up_proj[expert], self.down_proj[expert])
+            out.index_add_(0, token, y * weights[token, slot, None])
+        return out
+
+    def _grouped(self, hidden, indices, weights):
+        k = indices.shape[1]
+        flat_expert = indices.reshape(-1)
+        order = torch.argsort(flat_expert, stable=True)
+        token = order // k
+        row_expert = flat_expert[order]
+        offsets = torch.cumsum(torch.bincount(flat_expert, minlength=self.num_experts), 0).to(torch.int32)
+        # index_select, not hidden[token]: its backward is an index_add, far faster on the CPU than index_put
+        x = hidden.index_select(0, token)
+        gate, up = grouped_matmul(x, self.gate_up_proj.transpose(1, 2), offsets, row_expert).chunk(2, dim=-1)
+        # the routing weight scales the expert's inner activation (narrower than hidden; the same by linearity)
+        inner = self.act_fn(gate) * up * weights.reshape(-1).index_select(0, order)[:, None]
+        y = grouped_matmul(inner, self.down_proj.transpose(1, 2), offsets, row_expert)
+        return torch.zeros_like(hidden).index_add(0, token, y)
+
+
+def grouped_matmul(x: torch.Tensor, weight: torch.Tensor, offsets: torch.Tensor, row_expert: torch.Tensor) -> torch.Tensor:
+    """Row r of x (sorted by expert) times weight[row_expert[r]]; weight is [experts, in, out].
+
+    `F.grouped_mm` where it applies (float32/bf16/fp16 with 16-byte aligned rows); otherwise each row
+    is multiplied by its gathered expert matrix, the same function at more memory (float64 tests,
+    odd widths)."""
+    aligned = all((size * x.element_size()) % 16 == 0 for size in (x.shape[-1], weight.shape[-1]))
+    if x.dtype in (torch.float32, torch.bfloat16, torch.float16) and aligned:
+        return F.grouped_mm(x.contiguous(), weight, offs=offsets)
+    return torch.bmm(x.unsqueeze(1), weight[row_expert]).squeeze(1)
+
+
+class MoSTSparseMoeBlock(nn.Module):
+    """Routed experts (modality-aware) plus shared experts that see every token."""
+
+    def __init__(self, config) -> None:
+        super().__init__()
+        self.gate = MoSTRouter(config)
+        self.experts = MoSTExperts(config)
+        shared = config.shared_expert_size
+        self.shared_experts = DeepseekV2MLP(config, intermediate_size=shared) if shared else None
+        # Qwen2-MoE scales its shared expert by a learned sigmoid gate
+        self.shared_expert_gate = nn.Linear(config.hidden_size, 1, bias=False) if config.shared_expert_gate else None
+
+    def forward(self, hidden: torch.Tensor, modality: torch.Tensor, token_mask: torch.Tensor) -> tuple[torch.Tensor, Routing]:
+        shape = hidden.shape
+        flat = hidden.reshape(-1, shape[-1])
+        routing = self.gate(flat, modality.reshape(-1), token_mask.reshape(-1))
+        out = self.experts(flat, routing.indices, routing.weights)
+        if self.shared_experts is not None:
+            shared = self.shared_experts(flat)
+            if self.shared_expert_gate is not None:
+                shared = torch.sigmoid(self.shared_expert_gate(flat)) * shared
+            out = out + shared
+        return out.reshape(shape), routing
+
+
+def balance_losses(routing: Routing, config) -> dict[str, torch.Tensor]:
+    """Switch/DeepSeek load-balance loss sum_e f_e * P_e, per modality group and over all experts.
+
+    f_e = (N / (T k)) * (token copies sent to e), P_e = mean routing score of e, over the T real tokens
+    of the group (N experts in the group); `all` is the same over every token and expert (the
+    official MoST form). Padding never counts."""
+    k = routing.indices.shape[1]
+    one_hot = F.one_hot(routing.indices, config.n_routed_experts).sum(1).float()  # [tokens, experts]
+    mask = routing.token_mask.float()
+    groups = {"all": (mask, torch.ones(config.n_routed_experts, dtype=torch.bool, device=mask.device))}
+    if config.routing != "plain":
+        expert_group = torch.tensor(expert_groups(config), device=mask.device)
+        for name, group in (("text", TEXT), ("audio", AUDIO)):
+            groups[name] = (mask * (routing.modality == group).float(), expert_group == group)
+    losses = {}
+    for name, (token_weight, experts) in groups.items():
+        tokens = token_weight.sum().clamp(min=1)
+        n = experts.sum()
+        counts = (one_hot * token_weight[:, None]).sum(0)[experts]
+        share = (routing.scores * token_weight[:, None]).sum(0)[experts] / tokens
+        losses[name] = (n / (tokens * k)) * (counts * share).sum()
+    return losses
+
+
+def expert_load(routing: Routing, num_experts: int) -> torch.Tensor:
+    """[2, experts] token copies per expert, for text tokens (row 0) and audio tokens (row 1)."""
+    one_hot = F.one_hot(routing.indices, num_experts).sum(1).float() * routing.token_mask.float()[:, None]
+    return torch.stack([(one_hot * (routing.modality == group).float()[:, None]).sum(0) for group in (TEXT, AUDIO)])

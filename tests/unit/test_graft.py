@@ -1,0 +1,162 @@
+"""Grafting a pretrained MoE LM (DeepSeek-V2 or Qwen2-MoE layout) into MoST, and the token layout."""
+
+import pytest
+import torch
+from transformers import DeepseekV2Config, DeepseekV2ForCausalLM, Qwen2MoeConfig, Qwen2MoeForCausalLM
+
+from most.model import MoSTForCausalLM
+from most.model.graft import graft, graft_report, load_base
+from most.model.layout import BEGIN_SPEECH, END_SPEECH, task_tag, unit_token
+from most.model.pretrain_base import train_tokenizer
+
+TEXTS = [
+    "the cook finds some cups at the bakery",
+    "my friends ride to the forest every day",
+    "three grey bags are soft",
+    "her mother hurries to the station every day",
+    "we sit near the hospital after lunch",
+] * 4
+SETTINGS = {
+    "routing": "official",
+    "expert_backend": "grouped",
+    "expert_assignment": "index",
+    "aux_loss_alpha": 0.001,
+    "aux_loss_scope": "group",
+    "new_embedding_noise": 0.02,
+    "calibration_texts": TEXTS,
+}
+
+
+def save_base(kind: str, folder):
+    tokenizer = train_tokenizer(TEXTS, 300)
+    common = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        moe_intermediate_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_experts_per_tok=2,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(0)
+    if kind == "deepseek_v2":
+        config = DeepseekV2Config(
+            **common,
+            kv_lora_rank=8,
+            q_lora_rank=None,
+            qk_nope_head_dim=8,
+            qk_rope_head_dim=4,
+            v_head_dim=8,
+            n_routed_experts=8,
+            n_shared_experts=2,
+            first_k_dense_replace=1,
+        )
+        model = DeepseekV2ForCausalLM(config)
+    else:
+        config = Qwen2MoeConfig(**common, num_key_value_heads=2, num_experts=8, shared_expert_intermediate_size=24, norm_topk_prob=True)
+        model = Qwen2MoeForCausalLM(config)
+    with torch.no_grad():  # routers start at zero in transformers; random rows make routing decisive
+        for name, parameter in model.named_parameters():
+            if name.endswith("gate.weight"):
+                parameter.normal_(0, 1.0)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module", params=["deepseek_v2", "qwen2_moe"])
+def base_folder(request, tmp_path_factory):
+    return save_base(request.param, tmp_path_factory.mktemp(request.param))
+
+
+def test_plain_index_graft_reproduces_the_base_and_every_weight_is_copied(base_folder):
+    base, tokenizer = load_base(str(base_folder), "")
+    model, token_layout = graft(base, tokenizer, {**SETTINGS, "routing": "plain"}, units=20, seed=0)
+    report = graft_report(*load_base(str(base_folder), ""), model, SETTINGS, 20, 0, TEXTS)
+    assert report["plain_index_matches_base"] and report["plain_index_max_logit_difference"] <= 1e-5
+    # nothing left at random init: every parameter equals its base counterpart (new token rows aside)
+    theirs = {name.replace("mlp.shared_expert.", "mlp.shared_experts."): p for name, p in base.state_dict().items()}
+    first_new = token_layout["base_vocab_size"]
+    for name, parameter in model.named_parameters():
+        if name.endswith(("embed_tokens.weight", "lm_head.weight")):
+            assert torch.equal(parameter[:first_new], theirs[name][:first_new]), name
+        else:
+            assert torch.equal(parameter, theirs[name]), name
+
+
+def test_token_layout_appends_contiguous_units_and_markers(base_folder):
+    base, tokenizer = load_base(str(base_folder), "")
+    before = len(tokenizer)
+    model, token_layout = graft(base, tokenizer, SETTINGS, units=20, seed=0)
+    start = token_layout["audio_token_start"]
+    assert start == before and token_layout["audio_token_count"] == 20
+    assert tokenizer.convert_tokens_to_ids([unit_token(0), unit_token(19)]) == [start, start + 19]
+    ids = tokenizer(f"{task_tag('tts')} hello {BEGIN_SPEECH}{unit_token(3)}{unit_token(7)}{END_SPEECH}", add_special_tokens=False)[
+        "input_ids"
+    ]
+    assert start + 3 in ids and start + 7 in ids and tokenizer.convert_tokens_to_ids(BEGIN_SPEECH) in ids
+    assert model.config.audio_marker_ids == [tokenizer.convert_tokens_to_ids(BEGIN_SPEECH)]
+    # new rows: near the mean of the old ones, not identical (seeded noise), and reproducible
+    embeddings = model.model.embed_tokens.weight.detach()
+    mean = embeddings[:before].mean(0)
+    assert not torch.equal(embeddings[start], embeddings[start + 1])
+    assert float((embeddings[start:] - mean).abs().max()) < float((embeddings[:before] - mean).abs().max())
+    again, _ = graft(*load_base(str(base_folder), ""), SETTINGS, units=20, seed=0)
+    assert torch.equal(again.model.embed_tokens.weight, embeddings)
+
+
+@pytest.mark.parametrize("assignment", ["usage", "duplicate"])
+def test_other_expert_assignments(base_folder, assignment):
+    base, tokenizer = load_base(str(base_folder), "")
+    model, _ = graft(base, tokenizer, {**SETTINGS, "expert_assignment": assignment, "routing": "masked_softmax"}, units=20, seed=0)
+    layer = next(layer for layer in model.model.layers if hasattr(layer.mlp, "experts"))
+    base_layer = next(layer for layer in base.model.layers if hasattr(layer.mlp, "experts"))
+    ours, theirs = layer.mlp.experts.gate_up_proj, base_layer.mlp.experts.gate_up_proj
+    if assignment == "duplicate":
+        assert model.config.n_routed_experts == 16
+        assert torch.equal(ours[:8], theirs) and torch.equal(ours[8:], theirs)
+        # text tokens see exactly the base experts and router: masked softmax within the text group
+        # reproduces the base's routing, so text logits are unchanged
+        ids = tokenizer(TEXTS[:3], return_tensors="pt", padding=True)
+        with torch.no_grad():
+            a = model(input_ids=ids["input_ids"], attention_mask=ids["attention_mask"]).logits[..., : base.config.vocab_size]
+            b = base(input_ids=ids["input_ids"], attention_mask=ids["attention_mask"]).logits
+        real = ids["attention_mask"].bool()
+        torch.testing.assert_close(a[real], b[real], rtol=1e-5, atol=1e-5)
+    else:
+        # per layer, a permutation of the base experts with the ones text uses most in the text group
+        from most.model.graft import text_usage
+
+        usage = text_usage(*load_base(str(base_folder), ""), TEXTS)[0]
+        source = [next(j for j in range(8) if torch.equal(ours[i], theirs[j])) for i in range(8)]
+        assert sorted(source) == list(range(8))
+        assert min(usage[source[:4]]) >= max(usage[source[4:]]) and usage.sum() > 0
+        assert torch.equal(layer.mlp.gate.weight, base_layer.mlp.gate.weight[source])
+
+
+def test_the_grafted_model_saves_loads_and_generates(base_folder, tmp_path):
+    base, tokenizer = load_base(str(base_folder), "")
+    model, _ = graft(base, tokenizer, SETTINGS, units=20, seed=0)
+    model.save_pretrained(tmp_path / "m")
+    tokenizer.save_pretrained(tmp_path / "m")
+    loaded = MoSTForCausalLM.from_pretrained(tmp_path / "m")
+    prompt = tokenizer(["the cook finds"], return_tensors="pt")["input_ids"]
+    out = loaded.generate(prompt, max_new_tokens=5, do_sample=False)
+    assert out.shape == (1, prompt.shape[1] + 5)
+    assert torch.equal(loaded(input_ids=prompt).logits, model(input_ids=prompt).logits)
+
+
+def test_an_unsupported_base_is_refused(tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = train_tokenizer(TEXTS, 300)
+    LlamaForCausalLM(
+        LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
+    ).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="graft supports deepseek_v2 and qwen2_moe"):
+        load_base(str(tmp_path), "")

@@ -1,0 +1,222 @@
+"""The MAMoE model: routing variants, dispatch backends (forward and gradient parity), invariants, generate."""
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, LogitsProcessor, LogitsProcessorList
+
+from most.model import MoSTConfig, MoSTForCausalLM
+from most.model.moe import MoSTSparseMoeBlock
+from most.model.modeling import modality_from_ids
+
+ROUTINGS = ("official", "masked_softmax", "group_routers", "plain")
+UNIT_START, UNIT_COUNT, BEGIN_SPEECH = 200, 90, 290
+
+
+def tiny_config(**overrides) -> MoSTConfig:
+    settings = dict(
+        vocab_size=300,
+        hidden_size=64,
+        intermediate_size=128,
+        moe_intermediate_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        kv_lora_rank=16,
+        q_lora_rank=None,
+        qk_nope_head_dim=16,
+        qk_rope_head_dim=8,
+        v_head_dim=16,
+        n_routed_experts=8,
+        num_experts_per_tok=2,
+        n_shared_experts=1,
+        first_k_dense_replace=1,
+        text_expert_ids=[0, 2, 4, 6, 7],  # an uneven, interleaved split
+        audio_expert_ids=[1, 3, 5],
+        audio_token_start=UNIT_START,
+        audio_token_count=UNIT_COUNT,
+        audio_marker_ids=[BEGIN_SPEECH],
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+        max_position_embeddings=256,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+    settings.update(overrides)
+    return MoSTConfig(**settings)
+
+
+def block_and_inputs(routing: str, backend: str, dtype=torch.float64, seed=0):
+    config = tiny_config(routing=routing, expert_backend=backend)
+    torch.manual_seed(seed)
+    block = MoSTSparseMoeBlock(config).to(dtype)
+    with torch.no_grad():
+        for parameter in block.parameters():
+            parameter.normal_(0, 0.3)
+    hidden = torch.randn(3, 10, config.hidden_size, dtype=dtype, requires_grad=True)
+    modality = torch.randint(0, 2, (3, 10))
+    return config, block, hidden, modality
+
+
+def forward_and_grads(block, hidden, modality):
+    out, routing = block(hidden, modality, torch.ones_like(modality, dtype=torch.bool))
+    (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).reshape(out.shape)).sum().backward()
+    grads = {name: p.grad.clone() for name, p in block.named_parameters()}
+    return out.detach(), hidden.grad.clone(), grads, routing
+
+
+@pytest.mark.parametrize("routing", ROUTINGS)
+def test_backends_agree_in_forward_and_gradients_in_float64(routing):
+    results = {}
+    for backend in ("reference", "grouped"):
+        _, block, hidden, modality = block_and_inputs(routing, backend)
+        results[backend] = forward_and_grads(block, hidden, modality)
+    (out_r, dh_r, grads_r, _), (out_g, dh_g, grads_g, _) = results["reference"], results["grouped"]
+    torch.testing.assert_close(out_g, out_r, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(dh_g, dh_r, rtol=1e-12, atol=1e-12)
+    assert grads_g.keys() == grads_r.keys()
+    for name in grads_r:
+        torch.testing.assert_close(grads_g[name], grads_r[name], rtol=1e-12, atol=1e-12, msg=name)
+
+
+@pytest.mark.parametrize("routing", ROUTINGS)
+def test_grouped_gemm_in_float32_matches_the_float64_reference(routing):
+    _, reference, hidden64, modality = block_and_inputs(routing, "reference", torch.float64)
+    _, grouped, hidden32, _ = block_and_inputs(routing, "grouped", torch.float32)
+    with torch.no_grad():
+        hidden32.copy_(hidden64)
+        for p32, p64 in zip(grouped.parameters(), reference.parameters(), strict=True):
+            p32.copy_(p64)
+    out64, dh64, grads64, _ = forward_and_grads(reference, hidden64, modality)
+    out32, dh32, grads32, _ = forward_and_grads(grouped, hidden32, modality)
+    torch.testing.assert_close(out32.double(), out64, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(dh32.double(), dh64, rtol=1e-4, atol=1e-5)
+    for name in grads64:
+        torch.testing.assert_close(grads32[name].double(), grads64[name], rtol=1e-4, atol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("routing", ROUTINGS)
+def test_routing_respects_groups_and_each_variants_weight_sum(routing):
+    config, block, hidden, modality = block_and_inputs(routing, "grouped")
+    flat = hidden.reshape(-1, config.hidden_size)
+    routing_out = block.gate(flat, modality.reshape(-1), torch.ones(flat.shape[0], dtype=torch.bool))
+    chosen, weights, tokens_modality = routing_out.indices, routing_out.weights, modality.reshape(-1)
+    audio = torch.tensor(config.audio_expert_ids)
+    chosen_is_audio = torch.isin(chosen, audio)
+    probs = torch.nn.functional.linear(flat.float(), block.gate.weight.float()).softmax(-1).double()
+    in_group = torch.where(tokens_modality[:, None] == 1, torch.isin(torch.arange(8), audio), ~torch.isin(torch.arange(8), audio))
+    sums = weights.sum(-1)
+    if routing == "plain":
+        torch.testing.assert_close(sums, probs.topk(2, -1).values.sum(-1).to(sums.dtype))
+        assert chosen_is_audio.any() and (~chosen_is_audio).any()
+        return
+    # no token reaches an expert of the other group
+    assert torch.equal(chosen_is_audio, tokens_modality[:, None].expand_as(chosen) == 1)
+    group_mass = (probs * in_group).sum(-1)
+    if routing == "official":
+        # the share of the full softmax its k in-group experts hold: below the group's mass, never renormalised
+        torch.testing.assert_close(sums, (probs * in_group).topk(2, -1).values.sum(-1).to(sums.dtype))
+        assert bool((sums <= group_mass + 1e-9).all()) and bool((sums < 1).all())
+    elif routing == "masked_softmax":
+        torch.testing.assert_close(sums, ((probs * in_group) / group_mass[:, None]).topk(2, -1).values.sum(-1).to(sums.dtype))
+    else:
+        torch.testing.assert_close(sums, torch.ones_like(sums))
+
+
+def test_shared_experts_see_every_token():
+    _, block, hidden, modality = block_and_inputs("official", "grouped")
+    seen = []
+    block.shared_experts.register_forward_hook(lambda module, args, out: seen.append(args[0].shape[0]))
+    block(hidden, modality, torch.ones_like(modality, dtype=torch.bool))
+    assert seen == [hidden.shape[0] * hidden.shape[1]]
+
+
+@pytest.mark.parametrize("backend", ["reference", "grouped"])
+@pytest.mark.parametrize("kind", ["text", "audio"])
+def test_a_single_modality_batch_gives_every_parameter_a_gradient(backend, kind):
+    torch.manual_seed(0)
+    model = MoSTForCausalLM(tiny_config(expert_backend=backend, aux_loss_alpha=0.01)).train()
+    low, high = (3, UNIT_START) if kind == "text" else (UNIT_START, UNIT_START + UNIT_COUNT)
+    ids = torch.randint(low, high, (2, 16))
+    model(input_ids=ids, labels=ids).loss.backward()
+    missing = [name for name, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert missing == []
+    # the other group's experts got a defined zero gradient
+    experts = model.model.layers[1].mlp.experts
+    other = model.config.text_expert_ids if kind == "audio" else model.config.audio_expert_ids
+    assert float(experts.gate_up_proj.grad[other].abs().sum()) == 0
+
+
+def test_modality_comes_from_the_token_layout():
+    config = tiny_config()
+    ids = torch.tensor([[5, BEGIN_SPEECH, UNIT_START, UNIT_START + UNIT_COUNT - 1, 291, 7]])
+    assert modality_from_ids(ids, config).tolist() == [[0, 1, 1, 1, 0, 0]]
+
+
+def test_bad_modality_ids_are_refused():
+    model = MoSTForCausalLM(tiny_config())
+    with pytest.raises(ValueError, match="modality_ids must be 0"):
+        model(input_ids=torch.tensor([[5, 6]]), modality_ids=torch.tensor([[0, 2]]))
+
+
+def test_config_refuses_overlapping_or_incomplete_groups():
+    with pytest.raises(ValueError, match="share experts"):
+        tiny_config(text_expert_ids=[0, 1, 2, 3, 4], audio_expert_ids=[4, 5, 6, 7])
+    with pytest.raises(ValueError, match="cover experts"):
+        tiny_config(text_expert_ids=[0, 1, 2], audio_expert_ids=[4, 5, 6, 7])
+    with pytest.raises(ValueError, match="exceeds a group"):
+        tiny_config(num_experts_per_tok=4)
+
+
+class ForceTokens(LogitsProcessor):
+    def __init__(self, tokens):
+        self.tokens = list(tokens)
+
+    def __call__(self, input_ids, scores):
+        forced = torch.full_like(scores, float("-inf"))
+        forced[:, self.tokens.pop(0)] = 0
+        return forced
+
+
+def test_generated_tokens_get_their_modality_on_the_fly():
+    torch.manual_seed(0)
+    model = MoSTForCausalLM(tiny_config()).eval()
+    seen = []
+    model.model.layers[1].mlp.gate.register_forward_hook(lambda module, args, out: seen.append(args[1].tolist()))
+    prompt = torch.tensor([[5, 6, 7]])
+    forced = [BEGIN_SPEECH, UNIT_START + 3, UNIT_START + 4, 291, 9]
+    out = model.generate(prompt, max_new_tokens=5, do_sample=False, logits_processor=LogitsProcessorList([ForceTokens(forced)]))
+    assert out[0, 3:].tolist() == forced
+    # step inputs: the prompt, then each generated token (the last one is never fed back)
+    assert seen == [[0, 0, 0], [1], [1], [1], [0]]
+
+
+def test_generate_with_cache_equals_without_and_checkpoints_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = MoSTForCausalLM(tiny_config()).eval()
+    prompt = torch.randint(3, 299, (2, 6))
+    cached = model.generate(prompt, max_new_tokens=8, do_sample=False)
+    uncached = model.generate(prompt, max_new_tokens=8, do_sample=False, use_cache=False)
+    assert torch.equal(cached, uncached)
+    model.save_pretrained(tmp_path / "model")
+    assert (tmp_path / "model" / "model.safetensors").is_file()
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "model")
+    assert isinstance(loaded, MoSTForCausalLM) and loaded.config.text_expert_ids == [0, 2, 4, 6, 7]
+    assert torch.equal(loaded(input_ids=prompt).logits, model(input_ids=prompt).logits)
+
+
+def test_balance_losses_are_per_group_and_ignore_padding():
+    torch.manual_seed(0)
+    model = MoSTForCausalLM(tiny_config(aux_loss_alpha=0.1)).train()
+    ids = torch.cat([torch.randint(3, UNIT_START, (1, 8)), torch.randint(UNIT_START, UNIT_START + UNIT_COUNT, (1, 8))], 1)
+    mask = torch.ones_like(ids)
+    out = model(input_ids=ids, attention_mask=mask, labels=ids, output_routing_stats=True)
+    assert set(out.aux_losses) == {"text", "audio", "all"}
+    assert torch.allclose(out.aux_loss, out.aux_losses["text"] + out.aux_losses["audio"])
+    # expert load: text tokens only on text experts, audio tokens only on audio experts, k copies each
+    load = out.expert_load
+    assert load.shape == (2, 2, 8)
+    assert float(load[:, 0, model.config.audio_expert_ids].sum()) == 0 and float(load[:, 1, model.config.text_expert_ids].sum()) == 0
+    assert load[:, 0].sum(-1).tolist() == [16.0, 16.0] and load[:, 1].sum(-1).tolist() == [16.0, 16.0]
+    padded = torch.cat([ids, torch.zeros(1, 4, dtype=torch.long)], 1)
+    pad_mask = torch.cat([mask, torch.zeros(1, 4, dtype=torch.long)], 1)
+    out_padded = model(input_ids=padded, attention_mask=pad_mask, output_routing_stats=True)
+    torch.testing.assert_close(out_padded.expert_load, load)

@@ -1,0 +1,48 @@
+# Model: pretrain_base (embedded default only) -> graft (MAMoE model + unit tokens + graft report).
+
+
+rule pretrain_base:
+    input:
+        config=stage_config("pretrain_base"),
+        prepare=rules.prepare.output[0],
+    output:
+        directory(f"{RESULTS}/base_lm"),
+    params:
+        code=code_digest("pretrain_base"),
+    threads: stage_threads("pretrain_base")
+    resources:
+        **stage_resources("pretrain_base"),
+    log:
+        stage_log("pretrain_base"),
+    benchmark:
+        stage_benchmark("pretrain_base")
+    conda:
+        MOST_ENV
+    shell:
+        "most pretrain_base --config {input.config:q} --prepare {input.prepare:q} --output {output:q}"
+        " --threads {threads} --log {log:q} > {log:q} 2>&1"
+
+
+rule graft:
+    input:
+        config=stage_config("graft"),
+        prepare=rules.prepare.output[0],
+        tokens=rules.tokenize.output[0],
+        base_lm=rules.pretrain_base.output[0] if PRETRAIN_BASE else [],
+    output:
+        directory(f"{RESULTS}/graft"),
+    params:
+        code=code_digest("graft"),
+        base_lm=lambda wildcards, input: ["--base-lm", input.base_lm] if input.base_lm else [],
+    threads: stage_threads("graft")
+    resources:
+        **stage_resources("graft"),
+    log:
+        stage_log("graft"),
+    benchmark:
+        stage_benchmark("graft")
+    conda:
+        MOST_ENV
+    shell:
+        "most graft --config {input.config:q} --prepare {input.prepare:q} --tokens {input.tokens:q} {params.base_lm:q}"
+        " --output {output:q} --threads {threads} --log {log:q} > {log:q} 2>&1"
