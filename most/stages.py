@@ -44,11 +44,14 @@ OUTPUTS: dict[str, str] = {
     "ceiling_samples": "units/ceiling_samples",
     "base_lm": "base_lm",
     "graft": "graft",
+    "posttrain": "posttrain",
+    "instruct": "instruct",
 }
 
 _DATA_CODE = ("most/data", "most/io.py", "most/rng.py")
 _SPEECH_CODE = ("most/speech", "most/io.py", "most/rng.py")
 _MODEL_CODE = ("most/model", "most/speech/corpus.py", "most/io.py", "most/rng.py")
+_TRAIN_CODE = ("most/train", "most/model", "most/evaluate", "most/io.py", "most/rng.py")
 
 STAGES: dict[str, Stage] = {
     stage.name: stage
@@ -124,6 +127,24 @@ STAGES: dict[str, Stage] = {
             ("prepare", "tokens", "base_lm"),
             ("graft",),
             "the base MoE LM grafted into MoST (MAMoE experts, unit tokens) and the graft report",
+        ),
+        Stage(
+            "posttrain",
+            "most.train.posttrain",
+            ("seed", "tasks", "posttrain"),
+            _TRAIN_CODE,
+            ("prepare", "tokens", "graft"),
+            ("posttrain",),
+            "stage 1: cross-modal post-training (ASR, TTS, text LM) of the grafted model",
+        ),
+        Stage(
+            "instruct",
+            "most.train.instruct",
+            ("seed", "tasks", "instruct"),
+            _TRAIN_CODE,
+            ("prepare", "tokens", "posttrain"),
+            ("instruct",),
+            "stage 2: mixed instruction tuning of the post-trained model",
         ),
     )
 }

@@ -18,7 +18,18 @@ SIZE_DIVISOR = 50  # the tiny corpus: 1/50 of the embedded default
 
 
 # every stage of the embedded default, in pipeline order
-STAGES = ("download", "prepare", "fit_units", "tokenize", "train_vocoder", "unit_ceiling", "pretrain_base", "graft")
+STAGES = (
+    "download",
+    "prepare",
+    "fit_units",
+    "tokenize",
+    "train_vocoder",
+    "unit_ceiling",
+    "pretrain_base",
+    "graft",
+    "posttrain",
+    "instruct",
+)
 
 
 def tiny_config() -> dict:
@@ -32,6 +43,8 @@ def tiny_config() -> dict:
     config["ceiling"].update(max_utterances=2, samples=1)
     config["base_lm"].update(tokenizer_vocab_size=400, hidden_size=32, num_layers=2, steps=10, batch_size=8, eval_sentences=4)
     config["model"].update(calibration_sentences=8, eval_sentences=4)
+    for stage in ("posttrain", "instruct"):
+        config[stage].update(steps=6, tokens_per_batch=512, warmup_steps=1, checkpoint_every=3, dev_asr_utterances=2, max_new_tokens=8)
     return config
 
 

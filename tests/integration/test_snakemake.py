@@ -18,7 +18,7 @@ def edit_config(repo, edit):
 
 
 UNIT_STAGES = {"fit_units", "tokenize", "train_vocoder", "unit_ceiling"}
-MODEL_STAGES = {"pretrain_base", "graft"}
+MODEL_STAGES = {"pretrain_base", "graft", "posttrain", "instruct"}
 
 
 def test_a_finished_run_leaves_nothing_to_do(ran_repo):
@@ -73,7 +73,10 @@ def test_each_edit_reruns_exactly_the_stages_it_affects(fresh_copy):
 
     (fresh_copy / "config" / "config.yaml").write_text(original)
     edit_config(fresh_copy, lambda c: c["units"].__setitem__("k", 32))
-    assert snakemake_plan(fresh_copy) == {"stage_config[stage=fit_units]", "stage_config[stage=tokenize]", "graft"} | UNIT_STAGES
+    assert (
+        snakemake_plan(fresh_copy)
+        == {"stage_config[stage=fit_units]", "stage_config[stage=tokenize]", "graft", "posttrain", "instruct"} | UNIT_STAGES
+    )
 
     (fresh_copy / "config" / "config.yaml").write_text(original)
     edit_config(fresh_copy, lambda c: c["vocoder"].__setitem__("steps", 7))
@@ -81,7 +84,11 @@ def test_each_edit_reruns_exactly_the_stages_it_affects(fresh_copy):
 
     (fresh_copy / "config" / "config.yaml").write_text(original)
     edit_config(fresh_copy, lambda c: c["model"].__setitem__("routing", "masked_softmax"))
-    assert snakemake_plan(fresh_copy) == {"stage_config[stage=graft]", "graft"}
+    assert snakemake_plan(fresh_copy) == {"stage_config[stage=graft]", "graft", "posttrain", "instruct"}
+
+    (fresh_copy / "config" / "config.yaml").write_text(original)
+    edit_config(fresh_copy, lambda c: c["instruct"].__setitem__("learning_rate", 0.0001))
+    assert snakemake_plan(fresh_copy) == {"stage_config[stage=instruct]", "instruct"}
 
     (fresh_copy / "config" / "config.yaml").write_text(original)
     edit_config(
@@ -98,7 +105,7 @@ def test_each_edit_reruns_exactly_the_stages_it_affects(fresh_copy):
     assert snakemake_plan(fresh_copy) == set()
     code = fresh_copy / "most" / "evaluate" / "normalize.py"
     code.write_text(code.read_text() + "\n# an edit of the evaluation code\n")
-    assert snakemake_plan(fresh_copy) == {"unit_ceiling"}
+    assert snakemake_plan(fresh_copy) == {"unit_ceiling", "posttrain", "instruct"}
     code = fresh_copy / "most" / "model" / "moe.py"
     code.write_text(code.read_text() + "\n# an edit of the model code\n")
     assert snakemake_plan(fresh_copy) == {"unit_ceiling"} | MODEL_STAGES
@@ -131,6 +138,14 @@ def test_the_graft_checkpoint_loads_and_generates(ran_repo):
     prompt = tokenizer(["the cook finds"], return_tensors="pt")["input_ids"]
     assert model.generate(prompt, max_new_tokens=3, min_new_tokens=3, do_sample=False).shape == (1, prompt.shape[1] + 3)
     assert torch.equal(torch.tensor(model.config.audio_expert_ids), torch.arange(8, 16))
+
+
+def test_the_training_stages_write_their_summaries(ran_repo):
+    for stage in ("posttrain", "instruct"):
+        summary = json.loads((ran_repo / "results" / "embedded" / stage / "summary.json").read_text())
+        assert summary["steps"] == 6 and summary["tokens_per_second"] > 0 and 0 <= summary["dev_asr_wer"]
+        assert summary["loss_start"] and set(summary["loss_end"]) == set(summary["loss_start"])
+    assert not list((ran_repo / "results" / "embedded" / "checkpoints").glob("*/step_*"))
 
 
 def test_the_ceiling_holds_both_numbers_for_every_test_set(ran_repo):

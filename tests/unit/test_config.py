@@ -11,7 +11,7 @@ from tests.conftest import REPO
 
 
 def schema_key_paths(node: dict, prefix: str = "", leaves_only: bool = False) -> set[str]:
-    """Key paths of the schema (list items as `[]`, per-stage maps as `<stage>`)."""
+    """Key paths of the schema (list items as `[]`, maps keyed by stage or task names as `<stage>` / `<task>`)."""
     schema = yaml.safe_load(config.SCHEMA_PATH.read_text())
     definitions = schema["$defs"]
 
@@ -28,7 +28,8 @@ def schema_key_paths(node: dict, prefix: str = "", leaves_only: bool = False) ->
         if node.get("type") == "array" and isinstance(node.get("items"), dict):
             paths |= walk(node["items"], f"{prefix[:-1]}[].")
         if isinstance(node.get("additionalProperties"), dict) and "propertyNames" in node and "enum" in node["propertyNames"]:
-            paths |= walk(node["additionalProperties"], f"{prefix}<stage>.")
+            names = node["propertyNames"]["enum"]
+            paths |= walk(node["additionalProperties"], f"{prefix}{'<stage>' if 'download' in names else '<task>'}.")
         return paths
 
     return walk(node or schema, prefix)
@@ -59,7 +60,7 @@ def test_both_configs_write_out_the_same_keys():
 def test_embedded_config_writes_out_every_schema_key():
     """DVC reads the raw file: a key left to a schema default would be invisible to it."""
     written = value_paths(yaml.safe_load((REPO / "config" / "config.yaml").read_text()))
-    expected = {p for p in schema_key_paths(None) if "[]" not in p and not p.startswith("resources.<stage>")}
+    expected = {p for p in schema_key_paths(None) if "[]" not in p and "<" not in p}
     assert expected - written == set()
 
 
@@ -75,9 +76,9 @@ def test_paper_config_has_the_paper_layout():
     assert paper["model"]["base"] == "deepseek-ai/DeepSeek-V2-Lite"
     assert (paper["model"]["routing"], paper["model"]["expert_assignment"]) == ("official", "index")
     assert paper["posttrain"]["mix"] == {"asr": 0.4, "tts": 0.4, "text_lm": 0.2}
-    assert (paper["posttrain"]["steps"], paper["posttrain"]["batch_size"]) == (500000, 512)
+    assert (paper["posttrain"]["steps"], paper["posttrain"]["tokens_per_batch"]) == (500000, 512 * 2048)
     assert paper["instruct"]["mix"] == {"spoken_instruction": 0.4, "text_instruction": 0.4, "asr": 0.1, "tts": 0.1}
-    assert (paper["instruct"]["steps"], paper["instruct"]["batch_size"]) == (10000, 128)
+    assert (paper["instruct"]["steps"], paper["instruct"]["tokens_per_batch"]) == (10000, 128 * 2048)
     assert {s["name"] for s in paper["download"]["hub"]} >= {"librispeech", "voxpopuli", "common_voice"}
     assert paper["resources"]["posttrain"]["nodes"] > 1 and paper["resources"]["posttrain"]["gpus"] > 0
 

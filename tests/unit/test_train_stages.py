@@ -1,0 +1,94 @@
+"""posttrain and instruct on a tiny corpus: a graft in, a trained model and summary.json out."""
+
+import json
+
+import datasets
+import pytest
+
+from most import config
+from most.model import MoSTForCausalLM, graft, pretrain_base
+from most.train import instruct, posttrain
+from tests.conftest import tiny_config
+
+SENTENCES = ["the cook finds some cups", "my sister walks to the park", "three birds sit near the river", "anna keeps the blue kite"]
+
+
+@pytest.fixture(scope="module")
+def grafted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    common = {"speaker": "s", "source": "t", "answers": [], "pair_id": "", "label": "", "durations": [1] * 6, "frames": 6}
+    tokens = root / "tokens"
+    for split in ("train", "dev"):
+        rows = [
+            {
+                **common,
+                "id": f"{split}-{i}",
+                "text": text,
+                "task": "asr",
+                "split": split,
+                "response": "",
+                "units": [(i * 3 + j) % 12 for j in range(6)],
+            }
+            for i, text in enumerate(SENTENCES)
+        ]
+        rows += [
+            {
+                **common,
+                "id": f"{split}-qa",
+                "text": "what is two plus two",
+                "task": "spoken_qa",
+                "split": split,
+                "response": "four",
+                "units": [1, 2, 3],
+            }
+        ]
+        datasets.Dataset.from_list(rows).save_to_disk(str(tokens / split))
+    (tokens / "tokenize_report.json").write_text(json.dumps({"k": 12}))
+    manifests = root / "prepare" / "manifests"
+    manifests.mkdir(parents=True)
+    (manifests / "train.jsonl").write_text(
+        "".join(json.dumps({"id": f"m{i}", "text": t, "task": "asr", "split": "train"}) + "\n" for i, t in enumerate(SENTENCES))
+    )
+    (manifests / "dev.jsonl").write_text(
+        "".join(json.dumps({"id": f"d{i}", "text": t, "task": "asr", "split": "dev"}) + "\n" for i, t in enumerate(SENTENCES))
+    )
+    text = [{"id": f"t{i}", "text": t, "task": "text_lm", "split": "train", "response": ""} for i, t in enumerate(SENTENCES * 3)]
+    text += [{"id": "ti", "text": "name a colour", "task": "text_instruction", "split": "train", "response": "blue"}]
+    (root / "prepare" / "text").mkdir()
+    (root / "prepare" / "text" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in text))
+    cfg = tiny_config()
+    cfg["base_lm"].update(tokenizer_vocab_size=300, hidden_size=32, num_layers=2, steps=20, batch_size=8)
+    cfg["model"].update(calibration_sentences=4, eval_sentences=4)
+    inputs = {"prepare": root / "prepare", "tokens": tokens}
+    pretrain_base.run(config.view(cfg, "pretrain_base"), inputs, {"base_lm": root / "base_lm"})
+    graft.run(config.view(cfg, "graft"), {**inputs, "base_lm": root / "base_lm"}, {"graft": root / "graft"})
+    return root, cfg
+
+
+def test_posttrain_then_instruct(grafted):
+    root, cfg = grafted
+    cfg["posttrain"].update(steps=30, tokens_per_batch=256, warmup_steps=3, checkpoint_every=10, dev_asr_utterances=2, max_new_tokens=8)
+    cfg["instruct"].update(steps=6, tokens_per_batch=256, warmup_steps=1, checkpoint_every=5, dev_asr_utterances=2, max_new_tokens=8)
+    config.validate(cfg)
+    inputs = {"prepare": root / "prepare", "tokens": root / "tokens", "graft": root / "graft"}
+    result = posttrain.run(config.view(cfg, "posttrain"), inputs, {"posttrain": root / "run" / "posttrain"})
+    summary = json.loads((root / "run" / "posttrain" / "summary.json").read_text())
+    assert summary["steps"] == 30 and summary["tokens_per_second"] > 0 and 0 <= summary["dev_asr_wer"]
+    assert set(summary["loss_start"]) == {"asr", "tts", "text_lm"}
+    assert summary["loss_end"]["asr"] < summary["loss_start"]["asr"]
+    assert [step for step, _ in result.history] == list(range(1, 31))
+    assert not (root / "run" / "checkpoints").exists() or not any((root / "run" / "checkpoints").iterdir())  # removed once saved
+    MoSTForCausalLM.from_pretrained(root / "run" / "posttrain" / "model")
+
+    cfg["instruct"]["mix"] = {"spoken_qa": 0.3, "text_instruction": 0.3, "asr": 0.2, "tts": 0.2}
+    instruct.run(config.view(cfg, "instruct"), {**inputs, "posttrain": root / "run" / "posttrain"}, {"instruct": root / "run" / "instruct"})
+    summary = json.loads((root / "run" / "instruct" / "summary.json").read_text())
+    assert summary["steps"] == 6 and set(summary["loss_start"]) <= {"spoken_qa", "text_instruction", "asr", "tts"}
+
+
+def test_a_mix_task_without_rows_is_named(grafted):
+    root, cfg = grafted
+    cfg["posttrain"].update(steps=2, mix={"asr": 0.5, "text_qa": 0.5})
+    inputs = {"prepare": root / "prepare", "tokens": root / "tokens", "graft": root / "graft"}
+    with pytest.raises(ValueError, match=r"no training examples for task\(s\) \['text_qa'\]"):
+        posttrain.run(config.view(cfg, "posttrain"), inputs, {"posttrain": root / "x" / "posttrain"})
