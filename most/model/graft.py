@@ -24,7 +24,8 @@ from most.model import layout
 from most.model.configuration import MoSTConfig
 from most.model.modeling import MoSTForCausalLM
 from most.model.moe import MoSTRouter
-from most.model.pretrain_base import held_out_texts, perplexity
+from most.model.pretrain_base import encode, held_out_texts, perplexity
+from most.model.sequences import collate
 from most.stages import StageResult
 
 log = logging.getLogger(__name__)
@@ -119,8 +120,6 @@ def most_config(base_config, settings: dict, token_layout: dict, vocab_size: int
 @torch.no_grad()
 def text_usage(base, tokenizer, texts: list[str]) -> list[torch.Tensor]:
     """Per MoE layer of the base: how often text tokens pick each routed expert (padding excluded)."""
-    from most.model.pretrain_base import encode, pad_batch
-
     counts: dict[int, torch.Tensor] = {}
     handles = []
     for index, layer in enumerate(base.model.layers):
@@ -134,7 +133,7 @@ def text_usage(base, tokenizer, texts: list[str]) -> list[torch.Tensor]:
         handles.append(gate.register_forward_hook(count))
     keep = [None]
     for start in range(0, len(texts), 64):
-        batch = pad_batch(encode(tokenizer, texts[start : start + 64]), tokenizer.pad_token_id or 0)
+        batch = collate([(s, s) for s in encode(tokenizer, texts[start : start + 64])], tokenizer.pad_token_id or 0)
         k = base.config.num_experts_per_tok
         keep[0] = batch["attention_mask"].reshape(-1).bool().repeat_interleave(k)
         base(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
@@ -201,13 +200,11 @@ def graft(base, tokenizer, settings: dict, units: int, seed: int) -> tuple[MoSTF
 
 def graft_report(base, tokenizer, model: MoSTForCausalLM, settings: dict, units: int, seed: int, texts: list[str]) -> dict:
     """Parity of the plain/index graft with the base, and held-out text perplexity of base vs MoST."""
-    from most.model.pretrain_base import encode, pad_batch
-
     if settings["expert_assignment"] == "index":
         plain = model  # the same weights; its routers switch to `plain` below (no second copy of a large model)
     else:
         plain, _ = graft(base, _copy_tokenizer(tokenizer), {**settings, "routing": "plain", "expert_assignment": "index"}, units, seed)
-    batch = pad_batch(encode(tokenizer, texts[:64]), tokenizer.pad_token_id or 0)
+    batch = collate([(s, s) for s in encode(tokenizer, texts[:64])], tokenizer.pad_token_id or 0)
     routers = [module for module in plain.modules() if isinstance(module, MoSTRouter)]
     configured = [router.routing for router in routers]
     with torch.no_grad():
@@ -282,4 +279,4 @@ def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult
 def _training_rows(prepare, limit: int) -> list[dict]:
     from most.speech import corpus
 
-    return [row for row in corpus.rows(prepare, ["train"], tasks=["asr"])][:limit]
+    return corpus.rows(prepare, ["train"], tasks=["asr"])[:limit]

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from most.io import atomic_directory, write_json
+from most.model.sequences import collate, row_losses
 from most.rng import rng_for
 from most.speech import corpus
 from most.stages import StageResult
@@ -69,16 +70,6 @@ def encode(tokenizer, texts: list[str]) -> list[list[int]]:
     return [[tokenizer.bos_token_id, *tokenizer(text, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id] for text in texts]
 
 
-def pad_batch(sequences: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
-    longest = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), longest), pad_id)
-    mask = torch.zeros_like(ids)
-    for row, sequence in enumerate(sequences):
-        ids[row, : len(sequence)] = torch.tensor(sequence)
-        mask[row, : len(sequence)] = 1
-    return {"input_ids": ids, "attention_mask": mask, "labels": ids.masked_fill(mask == 0, -100)}
-
-
 @torch.no_grad()
 def perplexity(model, tokenizer, texts: list[str], batch_size: int = 64, vocab: int | None = None) -> tuple[float, int]:
     """exp(mean next-token loss) over the tokens of `texts` (BOS excluded, EOS included); with `vocab`,
@@ -87,12 +78,11 @@ def perplexity(model, tokenizer, texts: list[str], batch_size: int = 64, vocab: 
     total, count = 0.0, 0
     sequences = encode(tokenizer, texts)
     for start in range(0, len(sequences), batch_size):
-        batch = pad_batch(sequences[start : start + batch_size], tokenizer.pad_token_id)
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1, :vocab]
-        targets = batch["labels"][:, 1:]
-        losses = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=-100, reduction="sum")
-        total += float(losses)
-        count += int((targets != -100).sum())
+        batch = collate([(s, s) for s in sequences[start : start + batch_size]], tokenizer.pad_token_id)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[..., :vocab]
+        sums, counts = row_losses(logits, batch["labels"])
+        total += float(sums.sum())
+        count += int(counts.sum())
     return math.exp(total / max(count, 1)), count
 
 
@@ -131,7 +121,7 @@ def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult
         if position + settings["batch_size"] > len(order):
             rng.shuffle(order)
             position = 0
-        batch = pad_batch([sequences[i] for i in order[position : position + settings["batch_size"]]], tokenizer.pad_token_id)
+        batch = collate([(sequences[i], sequences[i]) for i in order[position : position + settings["batch_size"]]], tokenizer.pad_token_id)
         position += settings["batch_size"]
         model.train()
         loss = model(**batch).loss

@@ -22,8 +22,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from most.io import atomic_directory
+from most.model.sequences import collate, row_losses
 from most.train.mixing import MixedBatches
-from most.train.tasks import IGNORE
 
 log = logging.getLogger(__name__)
 CHECKPOINT = re.compile(r"^step_(\d+)$")
@@ -40,25 +40,6 @@ class LoopSettings:
     checkpoint_every: int
     keep_checkpoints: int
     seed: int
-
-
-def collate(examples: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
-    longest = max(len(ids) for ids, _ in examples)
-    input_ids = torch.full((len(examples), longest), pad_id)
-    labels = torch.full((len(examples), longest), IGNORE)
-    mask = torch.zeros((len(examples), longest), dtype=torch.long)
-    for row, (ids, targets) in enumerate(examples):
-        input_ids[row, : len(ids)] = torch.tensor(ids)
-        labels[row, : len(ids)] = torch.tensor(targets)
-        mask[row, : len(ids)] = 1
-    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
-
-
-def row_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed next-token loss and counted target tokens per row."""
-    targets = labels[:, 1:]
-    losses = torch.nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets, ignore_index=IGNORE, reduction="none")
-    return losses.sum(1), (targets != IGNORE).sum(1)
 
 
 def schedule(settings: LoopSettings) -> Callable[[int], float]:

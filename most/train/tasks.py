@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass
 
 from most.model.layout import BEGIN_SPEECH, END_SPEECH, task_tag
+from most.model.sequences import IGNORE
 
-IGNORE = -100
 _PLACEHOLDER = re.compile(r"\{(text|response|speech|tag)\}")
 
 
