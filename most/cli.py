@@ -6,6 +6,7 @@ import argparse
 import importlib
 import logging
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -44,6 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="stages", metavar="<stage>", required=True)
     for stage in stages.STAGES.values():
         _add_stage(commands, stage)
+    launch = commands.add_parser(
+        "launch",
+        help="run a stage under `accelerate launch` (the training rules use it)",
+        description="Run `most <stage> ...` under accelerate launch: one process per GPU, one srun task per node.",
+    )
+    launch.add_argument("--gpus-per-node", type=int, default=0, help="processes per node (0: one CPU process)")
+    launch.add_argument("--nodes", type=int, default=1, help="nodes of this SLURM job")
+    launch.add_argument("--accelerate-config", default="", help="accelerate config file (default: config/accelerate/cpu.yaml or ddp.yaml)")
+    launch.add_argument("stage_args", nargs=argparse.REMAINDER, metavar="<stage> ...", help="the stage and its arguments")
+    launch.set_defaults(handler=_launch)
     export = commands.add_parser("export-dvc", help="write dvc.yaml from the Snakemake workflow (or --check it)")
     export.add_argument("--check", action="store_true", help="exit 1 if dvc.yaml differs from a fresh export")
     export.set_defaults(handler=_export_dvc)
@@ -63,6 +74,8 @@ def run_stage(name: str, args: argparse.Namespace) -> int:
     inputs = {n: paths[n] for n in stage.inputs}
     outputs = {n: paths[n] for n in stage.outputs}
     tracking_settings = tracking.settings_from_env() or (whole["tracking"] if whole else None)
+    if stages.process_rank() != 0:  # under accelerate launch only the main process tracks
+        tracking_settings = None
     module = importlib.import_module(stage.module)
     log.info("stage %s: config %s, inputs %s, outputs %s", name, args.config, _show(inputs), _show(outputs))
     with tracking.stage_run(name, view, tracking_settings, inputs, args.config, args.log) as tracked:
@@ -74,6 +87,19 @@ def run_stage(name: str, args: argparse.Namespace) -> int:
 
 def _show(paths: dict) -> dict[str, str]:
     return {name: str(path) for name, path in paths.items()}
+
+
+def _launch(args: argparse.Namespace) -> int:
+    from most.workflow_resources import accelerate_config, launch_command
+
+    stage_args = args.stage_args[1:] if args.stage_args[:1] == ["--"] else args.stage_args
+    if not stage_args or stage_args[0] not in stages.STAGES:
+        raise config.ConfigError(f"most launch: name a stage after the options (one of {', '.join(stages.STAGES)})")
+    resources = {"gpus": args.gpus_per_node, "accelerate": args.accelerate_config}
+    argv = launch_command(args.gpus_per_node, args.nodes, accelerate_config(resources), stage_args)
+    log.info("launching: %s", shlex.join(argv))
+    sys.stdout.flush()
+    os.execvp(argv[0], argv)  # replaces this process: SLURM's signals reach the launcher directly
 
 
 def _export_dvc(args: argparse.Namespace) -> int:

@@ -59,8 +59,8 @@ def export(repo: Path) -> str:
         if name not in jobs:
             continue
         job, stage = jobs[name], STAGES[name]
-        config_files = {f"{prefix}config/{name}.yaml"}
-        upstream = sorted(templated(str(path)) for path in job.input if str(path) not in config_files)
+        # config views are Snakemake's own bookkeeping (rule stage_config); DVC tracks the params instead
+        upstream = sorted(templated(str(path)) for path in job.input if not str(path).startswith(f"{prefix}config/"))
         rule_file = os.path.relpath(job.rule.snakefile, repo)
         stages[name] = {
             "cmd": f"snakemake --cores all {name}",

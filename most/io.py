@@ -11,6 +11,11 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 
+def partial_directory(path: str | os.PathLike) -> Path:
+    """The temporary sibling that `atomic_directory` writes `path` into (other processes may write there too)."""
+    return Path(path).with_name(f".{Path(path).name}.partial")
+
+
 @contextlib.contextmanager
 def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     """Write a stage's output into a sibling temporary folder and rename it into place at the end.
@@ -19,7 +24,7 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     that looks complete.
     """
     path = Path(path)
-    partial = path.with_name(f".{path.name}.partial")
+    partial = partial_directory(path)
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     try:

@@ -7,10 +7,16 @@ dvc.yaml generator share. Importing it must stay cheap: every SLURM job re-parse
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from most.config import REPO_ROOT
+
+
+def process_rank() -> int:
+    """This process's rank under `accelerate launch` / torchrun (0 when run alone)."""
+    return int(os.environ.get("RANK", "0"))
 
 
 @dataclass
@@ -148,6 +154,19 @@ STAGES: dict[str, Stage] = {
         ),
     )
 }
+
+
+def upstream_stages(stage: str) -> list[str]:
+    """Every stage whose outputs `stage` reads, directly or through others, in pipeline order."""
+    producer = {output: other.name for other in STAGES.values() for output in other.outputs}
+    found: set[str] = set()
+    pending = [producer[name] for name in STAGES[stage].inputs]
+    while pending:
+        name = pending.pop()
+        if name not in found:
+            found.add(name)
+            pending += [producer[output] for output in STAGES[name].inputs]
+    return [name for name in STAGES if name in found]
 
 
 def code_digest(stage: str) -> str:

@@ -1,11 +1,14 @@
-"""Per-stage compute requests from the config, as Snakemake resources (and thus sbatch flags).
+"""Per-stage compute requests from the config, as Snakemake resources (and thus sbatch flags), and
+the `accelerate launch` command line that training stages run with.
 
 The mapping follows snakemake-executor-plugin-slurm 2.8:
 - one node: `gpu: N` becomes `--gpus=N`; the job step runs the rule once (`srun -n1`);
 - several nodes: `nodes`, one task per node (`tasks`), GPUs per node as `gres: gpu:N` (`--gpus`
   would be a total for the whole job), `tasks_per_gpu: 0` so that `tasks` does not leak into
   `--ntasks-per-gpu`, and `mpi: srun` so that the plugin does not wrap the rule in `srun -n1`:
-  the rule's shell starts one launcher per node itself (`multinode_launcher`).
+  the rule's command starts one launcher per node itself (`launch_command`).
+The `launch_*` resources carry the launch shape to the rule's command; the plugin ignores them, and
+resources (unlike params) never trigger a rerun.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import shlex
 
 MAIN_PROCESS_PORT = 29500
+ACCELERATE_CONFIGS = "config/accelerate"  # relative to the repository root, where every job runs
 
 
 def snakemake_resources(resources: dict) -> dict:
@@ -26,27 +30,31 @@ def snakemake_resources(resources: dict) -> dict:
             out["gres"] = f"gpu:{resources['gpus']}"
     elif resources["gpus"]:
         out["gpu"] = resources["gpus"]
+    out.update(launch_nodes=resources["nodes"], launch_gpus=resources["gpus"], launch_accelerate=accelerate_config(resources))
     return out
 
 
-def multinode_launcher(resources: dict, accelerate_config: str, command: list[str]) -> str:
-    """The shell line that runs `command` under `accelerate launch` on every node of the job.
+def accelerate_config(resources: dict) -> str:
+    """The stage's accelerate config file: its `accelerate` entry, else one CPU process or DDP on the GPUs."""
+    return resources.get("accelerate") or f"{ACCELERATE_CONFIGS}/{'ddp' if resources['gpus'] else 'cpu'}.yaml"
 
-    One srun task per node; each node's rank and the head node are read inside the task from
-    SLURM's variables (hence the single quotes). For a single node it is a plain local launch.
-    """
-    gpus = max(resources["gpus"], 1)
-    inner = " ".join(shlex.quote(part) for part in command)
-    if resources["nodes"] <= 1:
-        return f"accelerate launch --config_file {shlex.quote(accelerate_config)} --num_processes {gpus} {inner}"
+
+def launch_command(gpus_per_node: int, nodes: int, config_file: str, stage_args: list[str]) -> list[str]:
+    """argv that runs `python -m most <stage_args>` under `accelerate launch`, one process per GPU
+    (one process on a CPU node). Several nodes: one srun task per node, each reading its rank and the
+    head node from SLURM's variables inside the task (hence the single-quoted script)."""
+    processes = max(gpus_per_node, 1)
+    if nodes <= 1:
+        return ["accelerate", "launch", "--config_file", config_file, "--num_processes", str(processes), "-m", "most", *stage_args]
     per_node = (
-        "accelerate launch"
-        f" --config_file {shlex.quote(accelerate_config)}"
-        " --num_machines $SLURM_NNODES"
-        f" --num_processes $(( SLURM_NNODES * {gpus} ))"
-        " --machine_rank $SLURM_NODEID"
-        " --main_process_ip $(scontrol show hostnames $SLURM_JOB_NODELIST | head -n 1)"
+        "exec accelerate launch"
+        f" --config_file {shlex.quote(config_file)}"
+        ' --num_machines "$SLURM_NNODES"'
+        f" --num_processes $(( SLURM_NNODES * {processes} ))"
+        ' --machine_rank "$SLURM_NODEID"'
+        ' --main_process_ip "$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"'
         f" --main_process_port {MAIN_PROCESS_PORT}"
-        f" {inner}"
+        ' -m most "$@"'
     )
-    return f"srun --ntasks-per-node=1 --kill-on-bad-exit=1 bash -c {shlex.quote(per_node)}"
+    # the stage's arguments travel as bash's positional parameters: never parsed by a shell
+    return ["srun", "--ntasks-per-node=1", "--kill-on-bad-exit=1", "bash", "-c", per_node, "most-launch", *stage_args]

@@ -44,7 +44,16 @@ def tiny_config() -> dict:
     config["base_lm"].update(tokenizer_vocab_size=400, hidden_size=32, num_layers=2, steps=10, batch_size=8, eval_sentences=4)
     config["model"].update(calibration_sentences=8, eval_sentences=4)
     for stage in ("posttrain", "instruct"):
-        config[stage].update(steps=6, tokens_per_batch=512, warmup_steps=1, checkpoint_every=3, dev_asr_utterances=2, max_new_tokens=8)
+        config[stage].update(
+            steps=6,
+            tokens_per_batch=512,
+            warmup_steps=1,
+            checkpoint_every=3,
+            eval_every=3,
+            dev_examples=4,
+            dev_asr_utterances=2,
+            max_new_tokens=8,
+        )
     return config
 
 

@@ -127,7 +127,8 @@ def normalize(text: str) -> str:
 
 
 def word_error_rate(references: list[str], hypotheses: list[str]) -> dict:
-    """Corpus-level WER (and its parts) after normalising both sides."""
+    """Corpus-level WER (and its parts) after normalising both sides; `errors` and `lengths` hold each
+    scored utterance's word errors and reference words (for bootstrap intervals)."""
     import jiwer
 
     refs = [normalize(r) for r in references]
@@ -144,4 +145,12 @@ def word_error_rate(references: list[str], hypotheses: list[str]) -> dict:
         "deletions": measures.deletions,
         "insertions": measures.insertions,
         "utterances": len(pairs),
+        "errors": [sum(_chunk_errors(chunk) for chunk in sentence) for sentence in measures.alignments],
+        "lengths": [len(r.split()) for r, _ in pairs],
     }
+
+
+def _chunk_errors(chunk) -> int:
+    if chunk.type == "insert":
+        return chunk.hyp_end_idx - chunk.hyp_start_idx
+    return 0 if chunk.type == "equal" else chunk.ref_end_idx - chunk.ref_start_idx

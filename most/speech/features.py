@@ -1,6 +1,7 @@
 """Frame features for the unit tokenizer, one interface for every kind (chosen by `units.features`).
 
 - `logmel`: torchaudio log-mel at `frame_rate_hz` (25 Hz = a 40 ms hop, the paper's unit rate);
+- `mfcc`: the first `n_mfcc` cepstral coefficients of those log-mel frames, plus their deltas;
 - `hubert`: a layer of transformers' HubertModel, from a local folder or a hub id, in eval mode with
   no grad, batched with length masks (one at a time for group-norm models, where padding would
   change the result), mean-pooled to `frame_rate_hz` when the model runs faster (HuBERT base runs
@@ -73,7 +74,7 @@ class LogMel(Features):
         window = round(SAMPLE_RATE * self.settings["window_ms"] / 1000)
         n_fft = 1 << (window - 1).bit_length()
         return torchaudio.transforms.MelSpectrogram(
-            SAMPLE_RATE, n_fft=n_fft, win_length=window, hop_length=self.hop, n_mels=self.dim, f_max=SAMPLE_RATE / 2
+            SAMPLE_RATE, n_fft=n_fft, win_length=window, hop_length=self.hop, n_mels=self.settings["n_mels"], f_max=SAMPLE_RATE / 2
         )
 
     def raw(self, waveforms):
@@ -84,6 +85,33 @@ class LogMel(Features):
                 if len(wave) <= self._transform.n_fft // 2:  # too short for centred frames: pad with silence
                     wave = torch.nn.functional.pad(wave, (0, self._transform.n_fft // 2 + 1 - len(wave)))
                 out.append(torch.log(self._transform(wave) + 1e-6).T)
+        return out
+
+
+class Mfcc(LogMel):
+    """Cepstra of the log-mel frames (the first `n_mfcc` DCT coefficients) and their deltas: the
+    smooth spectral envelope (formants) without the harmonics of the pitch, hence fewer units that
+    only encode who speaks."""
+
+    def __init__(self, settings: dict) -> None:
+        super().__init__(settings)
+        self.n_mfcc = settings["n_mfcc"]
+        self.dim = 2 * self.n_mfcc
+
+    @cached_property
+    def _dct(self) -> torch.Tensor:
+        import torchaudio
+
+        return torchaudio.functional.create_dct(self.n_mfcc, self.settings["n_mels"], norm="ortho")
+
+    def raw(self, waveforms):
+        import torchaudio
+
+        out = []
+        for logmel in super().raw(waveforms):
+            cepstra = logmel @ self._dct
+            deltas = torchaudio.functional.compute_deltas(cepstra.T.unsqueeze(0), win_length=3)[0].T
+            out.append(torch.cat([cepstra, deltas], dim=1))
         return out
 
 
@@ -134,7 +162,7 @@ class Hubert(Features):
 
 
 def make_features(settings: dict) -> Features:
-    kinds = {"logmel": LogMel, "hubert": Hubert}
+    kinds = {"logmel": LogMel, "mfcc": Mfcc, "hubert": Hubert}
     if settings["features"] not in kinds:
         raise ValueError(f"units.features: unknown kind {settings['features']!r} (expected {sorted(kinds)})")
     return kinds[settings["features"]](settings)

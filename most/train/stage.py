@@ -15,11 +15,13 @@ import time
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 
 from most.io import atomic_directory, write_json
-from most.stages import StageResult
+from most.plots import expert_load_heatmap
+from most.stages import StageResult, process_rank
 from most.train.data import task_rows
-from most.train.loop import LoopSettings, train
+from most.train.loop import LoopSettings, latest_checkpoint, train
 from most.train.mixing import MixedBatches
 from most.train.tasks import Formatter
 
@@ -27,23 +29,56 @@ log = logging.getLogger(__name__)
 SOURCE = {"posttrain": "graft", "instruct": "posttrain"}
 
 
-def checkpoint_folder(stage: str, cfg: dict, output: Path) -> Path:
-    digest = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:10]
+def checkpoint_folder(stage: str, cfg: dict, inputs: dict, output: Path) -> Path:
+    """`results/<run>/checkpoints/<stage>-<digest>`: the digest covers the stage's config and its
+    inputs' files (name, size, modification time), so neither an edited config nor a rebuilt input
+    model ever resumes a stale run."""
+    files = sorted(
+        (str(path), path.stat().st_size, path.stat().st_mtime_ns)
+        for folder in sorted(map(Path, inputs.values()))
+        for path in ([folder] if folder.is_file() else sorted(folder.rglob("*")))
+        if path.is_file()
+    )
+    digest = hashlib.sha256(json.dumps([cfg, files], sort_keys=True).encode()).hexdigest()[:10]
     return Path(output).parent / "checkpoints" / f"{stage}-{digest}"
 
 
 @torch.no_grad()
-def asr_wer(model, tokenizer, formatter: Formatter, rows: list[dict], max_new_tokens: int) -> tuple[float, list[str]]:
-    """Greedy ASR on `rows`: WER (fraction) against their text, and the hypotheses."""
+def asr_wer(model, tokenizer, formatter: Formatter, rows: list[dict], max_new_tokens: int, seed: int) -> dict:
+    """Greedy ASR on `rows`: WER (fraction) against their text with a bootstrap 95% interval, the
+    hypotheses, and the chance WER: the same hypotheses scored against the next row's reference (what
+    output that ignores the speech but fits the text distribution scores), with a paired interval of
+    chance minus WER (above 0: the model uses the speech)."""
     from most.evaluate.normalize import word_error_rate
+    from most.evaluate.stats import bootstrap_ratio, paired_bootstrap_difference
 
     model.eval()
     hypotheses = []
     for row in rows:
-        prompt = torch.tensor([formatter.prompt("asr", row)])
+        prompt = torch.tensor([formatter.prompt("asr", row)], device=model.device)
         out = model.generate(prompt, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=tokenizer.eos_token_id)
         hypotheses.append(tokenizer.decode(out[0, prompt.shape[1] :], skip_special_tokens=True).strip())
-    return word_error_rate([row["text"] for row in rows], hypotheses)["wer"], hypotheses
+    references = [row["text"] for row in rows]
+    scored, chance = word_error_rate(references, hypotheses), word_error_rate(references[1:] + references[:1], hypotheses)
+    return {
+        "wer": scored["wer"],
+        "wer_ci": bootstrap_ratio(scored["errors"], scored["lengths"], seed),
+        "wer_chance": chance["wer"],
+        "chance_minus_wer_ci": paired_bootstrap_difference(
+            (chance["errors"], chance["lengths"]), (scored["errors"], scored["lengths"]), seed
+        ),
+        "hypotheses": hypotheses,
+    }
+
+
+def formatted(formatter: Formatter, rows: dict[str, list[dict]], longest: int, limit: int | None = None) -> tuple[dict, dict]:
+    """Training examples per task, those over `longest` tokens left out (and counted)."""
+    examples, too_long = {}, {}
+    for task, task_rows_of in rows.items():
+        made = [formatter.example(task, row) for row in task_rows_of[:limit]]
+        examples[task] = [e for e in made if len(e[0]) <= longest]
+        too_long[task] = len(made) - len(examples[task])
+    return examples, too_long
 
 
 def run_stage(stage: str, cfg: dict, inputs: dict, outputs: dict, threads: int) -> StageResult:
@@ -58,16 +93,25 @@ def run_stage(stage: str, cfg: dict, inputs: dict, outputs: dict, threads: int) 
     tokenizer = AutoTokenizer.from_pretrained(source)
     formatter = Formatter(tokenizer, cfg["tasks"]["templates"], model.config.audio_token_start)
     mix = {task: ratio for task, ratio in settings["mix"].items() if ratio > 0}
-    rows = task_rows(list(mix), "train", inputs["tokens"], inputs["prepare"])
-    examples = {task: [formatter.example(task, row) for row in task_rows_of] for task, task_rows_of in rows.items()}
-    longest = settings["max_length"]
-    for task in examples:
-        kept = [e for e in examples[task] if len(e[0]) <= longest]
-        if len(kept) < len(examples[task]):
-            log.info("%s: %d %s examples longer than %d tokens left out", stage, len(examples[task]) - len(kept), task, longest)
-        examples[task] = kept
+    examples, too_long = formatted(formatter, task_rows(list(mix), "train", inputs["tokens"], inputs["prepare"]), settings["max_length"])
+    dev_rows = {task: rows for task, rows in task_rows(list(mix), "dev", inputs["tokens"], inputs["prepare"]).items() if rows}
+    dev, _ = formatted(formatter, dev_rows, settings["max_length"], limit=settings["dev_examples"])
+    dev = {task: rows for task, rows in dev.items() if rows}
+    asr_dev = (dev_rows.get("asr") or task_rows(["asr"], "dev", inputs["tokens"], inputs["prepare"])["asr"])[
+        : settings["dev_asr_utterances"]
+    ]
+    if len(asr_dev) < 2:  # checked before training: the WER comes after it
+        raise ValueError(f"{stage}: dev ASR needs at least 2 dev utterances in {inputs['tokens']}/dev, found {len(asr_dev)}")
+    for task, count in too_long.items():
+        if count:
+            log.warning("%s: %d %s examples longer than max_length %d left out", stage, count, task, settings["max_length"])
+    log.info(
+        "%s: training examples per task %s; dev loss on %s",
+        stage,
+        {t: len(v) for t, v in examples.items()},
+        {t: len(v) for t, v in dev.items()},
+    )
     lengths = {task: [len(ids) for ids, _ in rows_of] for task, rows_of in examples.items()}
-    log.info("%s: examples per task %s", stage, {task: len(v) for task, v in examples.items()})
     batches = MixedBatches(lengths, mix, settings["tokens_per_batch"], seed)
     loop = LoopSettings(
         steps=settings["steps"],
@@ -79,6 +123,9 @@ def run_stage(stage: str, cfg: dict, inputs: dict, outputs: dict, threads: int) 
         checkpoint_every=settings["checkpoint_every"],
         keep_checkpoints=2,
         seed=seed,
+        gradient_accumulation=settings["gradient_accumulation"],
+        trainable=tuple(settings["trainable"]),
+        eval_every=settings["eval_every"],
     )
     history: list[tuple[int, dict]] = []
     started = time.time()
@@ -91,28 +138,52 @@ def run_stage(stage: str, cfg: dict, inputs: dict, outputs: dict, threads: int) 
                 "%s: step %d/%d loss %.3f (%s) %.0f tokens/s", stage, step, loop.steps, metrics["loss"], tasks, metrics["tokens_per_second"]
             )
 
-    checkpoints = checkpoint_folder(stage, cfg, Path(outputs[stage]))
-    progress = train(model, examples, batches, loop, checkpoints, tokenizer.pad_token_id, on_step)
-    dev = task_rows(["asr"], "dev", inputs["tokens"], inputs["prepare"])["asr"][: settings["dev_asr_utterances"]]
-    wer, hypotheses = asr_wer(model, tokenizer, formatter, dev, settings["max_new_tokens"]) if dev else (float("nan"), [])
+    checkpoints = checkpoint_folder(stage, cfg, inputs, Path(outputs[stage]))
+    progress = train(model, examples, batches, loop, checkpoints, tokenizer.pad_token_id, on_step, dev=dev)
+    if process_rank() != 0:  # the main process evaluates and writes the outputs
+        return StageResult()
+    # the final checkpoint holds the full weights whatever the strategy (FSDP/ZeRO-3 shard `model`)
+    model = MoSTForCausalLM.from_pretrained(source, dtype=torch.float32)
+    model.load_state_dict(load_file(str(latest_checkpoint(checkpoints) / "model.safetensors")))
+    model.to("cuda" if torch.cuda.is_available() else "cpu")
+    asr = asr_wer(model, tokenizer, formatter, asr_dev, settings["max_new_tokens"], seed)
     summary = {
         "steps": loop.steps,
         "seconds": round(time.time() - started, 1),
         "tokens_per_second": progress["tokens"] / max(progress["seconds"], 1e-9),
         "loss_start": progress["loss_start"],
         "loss_end": progress["loss_end"],
-        "dev_asr_wer": wer,
-        "dev_asr_utterances": len(dev),
-        "dev_asr_examples": [{"reference": r["text"], "hypothesis": h} for r, h in list(zip(dev, hypotheses))[:5]],
+        "dev_loss_start": progress.get("dev_loss_start", {}),
+        "dev_loss_end": progress.get("dev_loss_end", {}),
+        "dev_asr_wer": asr["wer"],
+        "dev_asr_wer_ci": asr["wer_ci"],
+        "dev_asr_wer_chance": asr["wer_chance"],
+        "dev_asr_chance_minus_wer_ci": asr["chance_minus_wer_ci"],
+        "dev_asr_utterances": len(asr_dev),
+        "dev_asr_examples": [{"reference": r["text"], "hypothesis": h} for r, h in list(zip(asr_dev, asr["hypotheses"]))[:5]],
+        "examples": {task: len(rows) for task, rows in examples.items()},
+        "too_long": too_long,
     }
-    log.info("%s: dev ASR WER %.3f over %d utterances", stage, wer, len(dev))
+    log.info(
+        "%s: dev ASR WER %.3f (95%% CI %.3f-%.3f; chance %.3f, chance - WER %.3f-%.3f) over %d utterances",
+        stage,
+        asr["wer"],
+        *asr["wer_ci"],
+        asr["wer_chance"],
+        *asr["chance_minus_wer_ci"],
+        len(asr_dev),
+    )
     with atomic_directory(outputs[stage]) as out:
         model.save_pretrained(out / "model")
         tokenizer.save_pretrained(out / "model")
         write_json(summary, out / "summary.json")
         write_json({"expert_load": progress.get("expert_load", []), "rows": ["text", "audio"]}, out / "expert_load.json")
+        if progress.get("expert_load"):
+            expert_load_heatmap(progress["expert_load"], out / "expert_load.png", f"{stage}: expert load per modality")
     shutil.rmtree(checkpoints, ignore_errors=True)
-    metrics = {"dev_asr_wer": wer, "tokens_per_second": summary["tokens_per_second"], "seconds": summary["seconds"]}
-    metrics |= {f"loss_end.{task}": value for task, value in progress["loss_end"].items()}
-    artifacts = [Path(outputs[stage]) / name for name in ("summary.json", "expert_load.json")]
+    metrics = {"dev_asr_wer": asr["wer"], "dev_asr_wer_chance": asr["wer_chance"], "tokens_per_second": summary["tokens_per_second"]}
+    metrics |= {"seconds": summary["seconds"]} | {f"loss_end.{task}": value for task, value in progress["loss_end"].items()}
+    metrics |= {f"dev_loss_end.{task}": value for task, value in summary["dev_loss_end"].items()}
+    artifacts = [Path(outputs[stage]) / name for name in ("summary.json", "expert_load.json", "expert_load.png")]
+    artifacts = [path for path in artifacts if path.exists()]
     return StageResult(metrics=metrics, artifacts=artifacts, history=history)

@@ -11,18 +11,31 @@ from tests.conftest import copy_repo, git_init, run, snakemake_plan
 pytestmark = pytest.mark.slow
 
 
-def test_full_embedded_data_stages_within_budget(tmp_path):
+def stage_seconds(repo) -> dict[str, float]:
+    """Wall time per stage from Snakemake's benchmark files."""
+    seconds = {}
+    for path in (repo / "results" / "embedded" / "benchmarks").glob("*.tsv"):
+        with open(path) as handle:
+            seconds[path.stem] = float(next(csv.DictReader(handle, delimiter="\t"))["s"])
+    return seconds
+
+
+def test_full_embedded_pipeline_within_budget_and_training_learns(tmp_path):
     repo = copy_repo(tmp_path / "repo")
     git_init(repo)
     run(["snakemake", "--cores", "all"], repo, timeout=1800)
-    seconds = {}
-    for stage in ("download", "prepare"):
-        with open(repo / "results" / "embedded" / "benchmarks" / f"{stage}.tsv") as handle:
-            seconds[stage] = float(next(csv.DictReader(handle, delimiter="\t"))["s"])
-    assert sum(seconds.values()) <= 180, seconds
+    seconds = stage_seconds(repo)
+    assert seconds["download"] + seconds["prepare"] <= 180, seconds
     report = json.loads((repo / "results" / "embedded" / "prepare" / "quality_report.json").read_text())
     assert 5000 <= report["splits"]["train"]["utterances"] <= 10000
     assert report["skipped_total"] == 0 and report["held_out_in_training"]["found"] == 0
+    # training: posttrain + instruct within 6 minutes on 2 cores, and the model learns ASR
+    assert seconds["posttrain"] + seconds["instruct"] <= 360, seconds
+    posttrain = json.loads((repo / "results" / "embedded" / "posttrain" / "summary.json").read_text())
+    assert posttrain["dev_loss_end"]["asr"] < posttrain["dev_loss_start"]["asr"] / 2
+    for stage in ("posttrain", "instruct"):
+        summary = json.loads((repo / "results" / "embedded" / stage / "summary.json").read_text())
+        assert summary["dev_asr_chance_minus_wer_ci"][0] > 0, summary  # better than chance, beyond the 95% interval
     started = time.monotonic()
     assert snakemake_plan(repo) == set()
     assert time.monotonic() - started <= 5

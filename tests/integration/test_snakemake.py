@@ -1,13 +1,16 @@
 """The workflow with the real Snakemake: complete runs, no-op reruns, and minimal reruns."""
 
 import json
+import os
 import re
+import signal
+import subprocess
 import time
 
 import yaml
 
 from most import config as most_config
-from tests.conftest import STAGES, run, snakemake_plan
+from tests.conftest import STAGES, env, run, snakemake_plan
 
 
 def edit_config(repo, edit):
@@ -145,6 +148,11 @@ def test_the_training_stages_write_their_summaries(ran_repo):
         summary = json.loads((ran_repo / "results" / "embedded" / stage / "summary.json").read_text())
         assert summary["steps"] == 6 and summary["tokens_per_second"] > 0 and 0 <= summary["dev_asr_wer"]
         assert summary["loss_start"] and set(summary["loss_end"]) == set(summary["loss_start"])
+        assert summary["dev_loss_start"] and set(summary["dev_loss_end"]) == set(summary["dev_loss_start"])
+        assert 0 <= summary["dev_asr_wer_chance"] and set(summary["too_long"]) == set(summary["examples"])
+    # launched through accelerate (one CPU process), and only that process logged
+    log = (ran_repo / "results" / "embedded" / "logs" / "posttrain.log").read_text()
+    assert "launching: accelerate launch --config_file config/accelerate/cpu.yaml --num_processes 1 -m most posttrain" in log
     assert not list((ran_repo / "results" / "embedded" / "checkpoints").glob("*/step_*"))
 
 
@@ -157,3 +165,29 @@ def test_the_ceiling_holds_both_numbers_for_every_test_set(ran_repo):
     assert ceiling["judge"]["kind"] == "whisper"
     samples = sorted(p.name for p in (ran_repo / "results" / "embedded" / "units" / "ceiling_samples").iterdir() if p.suffix == ".flac")
     assert len(samples) == 6 and any(name.endswith(".resynth.flac") for name in samples)
+
+
+def test_a_killed_training_job_resumes_from_its_newest_checkpoint(fresh_copy):
+    """kill -9 of the post-training process mid-way; `snakemake --cores all` again resumes and finishes."""
+    edit_config(fresh_copy, lambda c: c["posttrain"].update(steps=400, checkpoint_every=20, eval_every=100))
+    checkpoints = fresh_copy / "results" / "embedded" / "checkpoints"
+    job = subprocess.Popen(["snakemake", "--cores", "all"], cwd=fresh_copy, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 600
+    while not list(checkpoints.glob("posttrain-*/step_40")) and time.time() < deadline and job.poll() is None:
+        time.sleep(0.05)
+    trainer = subprocess.run(["pgrep", "-f", "most posttrain --config"], capture_output=True, text=True).stdout.split()
+    assert trainer, "the post-training process was not found while its checkpoints were being written"
+    for pid in trainer:
+        os.kill(int(pid), signal.SIGKILL)
+    output = job.communicate(timeout=300)[0].decode()
+    assert job.returncode != 0 and "posttrain" in output
+    assert not (fresh_copy / "results" / "embedded" / "posttrain").exists()  # no half-written stage output
+    kept = max(int(p.name.split("_")[1]) for p in checkpoints.glob("posttrain-*/step_*"))
+    assert 40 <= kept < 400
+
+    run(["snakemake", "--cores", "all"], fresh_copy)
+    log = (fresh_copy / "results" / "embedded" / "logs" / "posttrain.log").read_text()
+    assert f"resumed from step {kept} of 400" in log
+    summary = json.loads((fresh_copy / "results" / "embedded" / "posttrain" / "summary.json").read_text())
+    assert summary["steps"] == 400 and (fresh_copy / "results" / "embedded" / "instruct" / "summary.json").is_file()
+    assert not list(checkpoints.glob("posttrain-*"))  # removed once the final model is saved

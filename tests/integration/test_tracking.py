@@ -36,6 +36,13 @@ def test_one_parent_run_with_one_child_per_stage(ran_repo):
     assert all(child.info.status == "FINISHED" for child in children.values())
     losses = client.get_metric_history(children["train_vocoder"].info.run_id, "mel_l1")
     assert [m.step for m in losses] == [20]  # the tiny config trains 20 steps, logged every 50 and at the end
+    # training: loss curves per task, dev losses at intervals, expert load per modality
+    posttrain = children["posttrain"].info.run_id
+    assert [m.step for m in client.get_metric_history(posttrain, "loss")] == [1, 2, 3, 4, 5, 6]
+    assert {m.step for m in client.get_metric_history(posttrain, "loss.asr")} <= {1, 2, 3, 4, 5, 6}  # steps with ASR examples
+    assert [m.step for m in client.get_metric_history(posttrain, "dev_loss.asr")] == [3, 6]
+    assert any(key.startswith("expert_entropy.audio.layer") for key in children["posttrain"].data.metrics)
+    assert "reports/expert_load.png" in {a.path for a in client.list_artifacts(posttrain, "reports")}
     prepare = children["prepare"]
     assert prepare.info.status == "FINISHED"
     assert prepare.data.tags["most.stage"] == "prepare" and re.fullmatch(r"[0-9a-f]{32}", prepare.data.tags["input.download.md5"])

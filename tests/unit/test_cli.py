@@ -28,3 +28,15 @@ def test_a_stage_view_needs_explicit_folders(tmp_path):
     )
     result = run(["most", "prepare", "--config", "view.yaml"], tmp_path, check=False)
     assert result.returncode == 2 and "pass --output and every input and output path" in result.stderr
+
+
+def test_upstream_stages_follow_the_inputs_transitively():
+    assert stages.upstream_stages("download") == []
+    assert stages.upstream_stages("unit_ceiling") == ["download", "prepare", "fit_units", "tokenize", "train_vocoder"]
+    assert stages.upstream_stages("instruct") == ["download", "prepare", "fit_units", "tokenize", "pretrain_base", "graft", "posttrain"]
+    assert "train_vocoder" not in stages.upstream_stages("posttrain")
+
+
+def test_launch_refuses_a_missing_stage(tmp_path):
+    result = run(["most", "launch", "--gpus-per-node", "0", "--", "no_such_stage"], tmp_path, check=False)
+    assert result.returncode == 2 and "name a stage after the options" in result.stderr

@@ -76,9 +76,10 @@ def test_paper_config_has_the_paper_layout():
     assert paper["model"]["base"] == "deepseek-ai/DeepSeek-V2-Lite"
     assert (paper["model"]["routing"], paper["model"]["expert_assignment"]) == ("official", "index")
     assert paper["posttrain"]["mix"] == {"asr": 0.4, "tts": 0.4, "text_lm": 0.2}
-    assert (paper["posttrain"]["steps"], paper["posttrain"]["tokens_per_batch"]) == (500000, 512 * 2048)
+    per_step = {stage: paper[stage]["tokens_per_batch"] * paper[stage]["gradient_accumulation"] for stage in ("posttrain", "instruct")}
+    assert (paper["posttrain"]["steps"], per_step["posttrain"]) == (500000, 512 * 2048)
     assert paper["instruct"]["mix"] == {"spoken_instruction": 0.4, "text_instruction": 0.4, "asr": 0.1, "tts": 0.1}
-    assert (paper["instruct"]["steps"], paper["instruct"]["tokens_per_batch"]) == (10000, 128 * 2048)
+    assert (paper["instruct"]["steps"], per_step["instruct"]) == (10000, 128 * 2048)
     assert {s["name"] for s in paper["download"]["hub"]} >= {"librispeech", "voxpopuli", "common_voice"}
     assert paper["resources"]["posttrain"]["nodes"] > 1 and paper["resources"]["posttrain"]["gpus"] > 0
 

@@ -160,3 +160,14 @@ def test_an_unsupported_base_is_refused(tmp_path):
     tokenizer.save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="graft supports deepseek_v2 and qwen2_moe"):
         load_base(str(tmp_path), "")
+
+
+def test_every_grafted_parameter_belongs_to_a_trainable_group(base_folder):
+    from most.train.freezing import select_trainable
+
+    model, _ = graft(*load_base(str(base_folder), ""), SETTINGS, units=20, seed=0)
+    everything = select_trainable(model, ["all"])
+    assert len(everything.whole) == len(list(model.parameters())) and not everything.partial
+    select_trainable(model, ["experts.shared", "routers"])
+    names = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert names and all(".mlp.shared_expert" in name or ".mlp.gate." in name for name in names)

@@ -1,5 +1,6 @@
 """The training loop: it learns, and a run stopped and resumed from its checkpoint ends with identical weights."""
 
+import pytest
 import torch
 
 from most.model import MoSTForCausalLM
@@ -67,3 +68,77 @@ def test_an_unfinished_checkpoint_is_never_resumed(tmp_path):
     train(model, data, batches, SETTINGS, tmp_path / "run", pad_id=0, stop_after=5)
     (tmp_path / "run" / ".step_10.tmp-crashed").mkdir()  # what a crash mid-write leaves
     assert latest_checkpoint(tmp_path / "run").name == "step_5"
+
+
+class FixedBatches:
+    """A sampler serving fixed batches in order (what MixedBatches would hand the loop)."""
+
+    def __init__(self, batches):
+        self.batches, self.position = batches, 0
+
+    def next_batch(self):
+        self.position += 1
+        return self.batches[self.position - 1]
+
+    def state_dict(self):
+        return {"position": self.position}
+
+    def load_state_dict(self, state):
+        self.position = state["position"]
+
+
+def test_two_accumulated_micro_batches_make_the_same_step_as_one_batch(tmp_path):
+    """Compared through Adam's first moment after one step (0.1 x the clipped gradient): the weights
+    themselves move by ~lr x sign(gradient), which float rounding flips where a gradient is ~0."""
+    data = examples()
+    first, second = [("asr", i) for i in range(0, 4)], [("text_lm", i) for i in range(4, 7)]
+    moments = []
+    for batches, accumulation in (([first + second], 1), ([first, second], 2)):
+        torch.manual_seed(0)
+        model = MoSTForCausalLM(tiny_config(aux_loss_alpha=0.0))  # the balance loss is not additive over micro-batches
+        settings = LoopSettings(**{**SETTINGS.__dict__, "steps": 1, "warmup_steps": 0, "gradient_accumulation": accumulation})
+        train(model, data, FixedBatches(batches), settings, tmp_path / str(accumulation), pad_id=0)
+        state = torch.load(tmp_path / str(accumulation) / "step_1" / "optimizer.pt", weights_only=True)["optimizer"]["state"]
+        moments.append([state[index]["exp_avg"] for index in sorted(state)])
+    assert len(moments[0]) == len(list(model.parameters()))
+    for one, two in zip(*moments, strict=True):
+        torch.testing.assert_close(two, one, atol=1e-7, rtol=1e-4)
+    assert sum(float(m.abs().sum()) for m in moments[0]) > 0
+
+
+def test_frozen_groups_and_rows_never_move(tmp_path):
+    model, data, batches = fresh(tmp_path)
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    settings = LoopSettings(**{**SETTINGS.__dict__, "steps": 4, "weight_decay": 0.5, "trainable": ("experts.audio", "embeddings.new")})
+    train(model, data, batches, settings, tmp_path / "run", pad_id=0)
+    after = model.state_dict()
+    config = model.config
+    audio, text = config.audio_expert_ids, config.text_expert_ids
+    for name in after:
+        if name.endswith(("embed_tokens.weight", "lm_head.weight")):
+            assert torch.equal(after[name][:UNIT_START], before[name][:UNIT_START]), name  # text rows: no update, no decay
+            assert not torch.equal(after[name][UNIT_START:], before[name][UNIT_START:]), name
+        elif ".mlp.experts." in name:
+            assert torch.equal(after[name][text], before[name][text]), name
+            assert not torch.equal(after[name][audio], before[name][audio]), name
+        else:
+            assert torch.equal(after[name], before[name]), name
+
+
+def test_unknown_trainable_group_is_refused(tmp_path):
+    model, data, batches = fresh(tmp_path)
+    settings = LoopSettings(**{**SETTINGS.__dict__, "trainable": ("experts.audio", "expert.text")})
+    with pytest.raises(ValueError, match=r"unknown parameter group\(s\) \['expert.text'\]"):
+        train(model, data, batches, settings, tmp_path / "run", pad_id=0)
+
+
+def test_dev_loss_is_measured_at_start_intervals_and_end(tmp_path):
+    model, data, batches = fresh(tmp_path)
+    dev = {"asr": data["asr"][30:], "text_lm": data["text_lm"][30:]}
+    logged = {}
+    settings = LoopSettings(**{**SETTINGS.__dict__, "eval_every": 8})
+    progress = train(model, data, batches, settings, tmp_path / "run", pad_id=0, on_step=lambda s, m: logged.update({s: m}), dev=dev)
+    assert [s for s, m in logged.items() if "dev_loss.asr" in m] == [8, 16, 20]
+    assert set(progress["dev_loss_start"]) == {"asr", "text_lm"}
+    assert progress["dev_loss_end"]["asr"] == logged[20]["dev_loss.asr"]
+    assert progress["dev_loss_end"]["asr"] < progress["dev_loss_start"]["asr"] - 0.5  # the unit->word map generalises

@@ -77,6 +77,11 @@ def test_posttrain_then_instruct(grafted):
     assert set(summary["loss_start"]) == {"asr", "tts", "text_lm"}
     assert summary["loss_end"]["asr"] < summary["loss_start"]["asr"]
     assert [step for step, _ in result.history] == list(range(1, 31))
+    assert set(summary["dev_loss_start"]) == {"asr", "tts"}  # no dev text: text_lm has no dev loss
+    assert summary["dev_loss_end"]["asr"] < summary["dev_loss_start"]["asr"]
+    assert summary["examples"] == {"asr": 4, "tts": 4, "text_lm": 12} and summary["too_long"] == {"asr": 0, "tts": 0, "text_lm": 0}
+    assert {path.name for path in result.artifacts} == {"summary.json", "expert_load.json", "expert_load.png"}
+    assert (root / "run" / "posttrain" / "expert_load.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (root / "run" / "checkpoints").exists() or not any((root / "run" / "checkpoints").iterdir())  # removed once saved
     MoSTForCausalLM.from_pretrained(root / "run" / "posttrain" / "model")
 

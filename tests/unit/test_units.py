@@ -13,6 +13,7 @@ LOGMEL = {
     "frame_rate_hz": 25,
     "window_ms": 64,
     "n_mels": 80,
+    "n_mfcc": 20,
     "normalize": "utterance",
     "hubert_model": "",
     "hubert_revision": "",
@@ -64,6 +65,34 @@ def test_logmel_frames_at_the_configured_rate():
         [frames] = make_features({**LOGMEL, "frame_rate_hz": rate})([wave], ["noise"])
         assert frames.shape == (2 * rate + 1, 80)
         assert torch.allclose(frames.mean(0), torch.zeros(80), atol=1e-4)  # per-utterance normalisation
+
+
+def vowel(f0: float, formants: list[tuple[float, float]], seconds: float = 1.0) -> np.ndarray:
+    """A pulse train at `f0` through two-pole resonators (formant frequency, bandwidth in Hz)."""
+    n = int(16000 * seconds)
+    signal = np.zeros(n)
+    signal[:: int(16000 / f0)] = 1.0
+    for frequency, bandwidth in formants:
+        radius = np.exp(-np.pi * bandwidth / 16000)
+        coefficient = 2 * radius * np.cos(2 * np.pi * frequency / 16000)
+        out = np.zeros(n)
+        for i in range(n):
+            out[i] = signal[i] + coefficient * out[i - 1] - radius * radius * out[i - 2]
+        signal = out
+    return (signal / np.abs(signal).max() * 0.5).astype(np.float32)
+
+
+def test_mfcc_frames_keep_the_vowel_and_lose_the_pitch():
+    settings = {**LOGMEL, "n_mfcc": 20, "normalize": "none"}
+    a_vowel, i_vowel = [(700, 80), (1200, 90), (2600, 120)], [(300, 60), (2300, 100), (3000, 120)]
+    waves = [vowel(100, a_vowel), vowel(220, a_vowel), vowel(100, i_vowel)]
+    ratios = {}
+    for kind in ("logmel", "mfcc"):
+        frames = make_features({**settings, "features": kind})(waves, ["a100", "a220", "i100"])
+        assert frames[0].shape == (26, 80 if kind == "logmel" else 40)  # 20 cepstra + 20 deltas at 25 Hz
+        a100, a220, i100 = [f[2:-2].mean(0) for f in frames]
+        ratios[kind] = float((a100 - a220).norm() / (a100 - i100).norm())  # pitch change / vowel change
+    assert ratios["mfcc"] < 1 < ratios["logmel"]
 
 
 def test_non_finite_features_name_the_utterance():

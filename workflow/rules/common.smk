@@ -28,6 +28,13 @@ def stage_config(stage):
     return f"{RESULTS}/config/{stage}.yaml"
 
 
+def upstream_configs(stage):
+    """The config views of every stage upstream of `stage`. An edited upstream view is newer than
+    this stage's output, so a rerun after the upstream job failed still reaches this stage (Snakemake
+    otherwise treats the failed job's removed output as a deleted intermediate, and says nothing to do)."""
+    return [stage_config(upstream) for upstream in stages.upstream_stages(stage)]
+
+
 def stage_view(wildcards):
     return most_config.view(config, wildcards.stage)
 

@@ -25,6 +25,7 @@ rule download:
 rule prepare:
     input:
         config=stage_config("prepare"),
+        upstream=upstream_configs("prepare"),
         download=rules.download.output[0],
     output:
         directory(f"{RESULTS}/prepare"),

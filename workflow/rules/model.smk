@@ -4,6 +4,7 @@
 rule pretrain_base:
     input:
         config=stage_config("pretrain_base"),
+        upstream=upstream_configs("pretrain_base"),
         prepare=rules.prepare.output[0],
     output:
         directory(f"{RESULTS}/base_lm"),
@@ -26,6 +27,7 @@ rule pretrain_base:
 rule graft:
     input:
         config=stage_config("graft"),
+        upstream=upstream_configs("graft"),
         prepare=rules.prepare.output[0],
         tokens=rules.tokenize.output[0],
         base_lm=rules.pretrain_base.output[0] if PRETRAIN_BASE else [],

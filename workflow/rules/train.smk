@@ -1,9 +1,11 @@
 # Training: posttrain (stage 1) -> instruct (stage 2). Checkpoints: results/<run>/checkpoints/ (kept on failure).
+# `most launch` runs the stage under `accelerate launch` with the GPUs and nodes of its resources.
 
 
 rule posttrain:
     input:
         config=stage_config("posttrain"),
+        upstream=upstream_configs("posttrain"),
         prepare=rules.prepare.output[0],
         tokens=rules.tokenize.output[0],
         graft=rules.graft.output[0],
@@ -21,13 +23,15 @@ rule posttrain:
     conda:
         MOST_ENV
     shell:
-        "most posttrain --config {input.config:q} --prepare {input.prepare:q} --tokens {input.tokens:q} --graft {input.graft:q}"
+        "most launch --gpus-per-node {resources.launch_gpus} --nodes {resources.launch_nodes} --accelerate-config {resources.launch_accelerate:q}"
+        " -- posttrain --config {input.config:q} --prepare {input.prepare:q} --tokens {input.tokens:q} --graft {input.graft:q}"
         " --output {output:q} --threads {threads} --log {log:q} > {log:q} 2>&1"
 
 
 rule instruct:
     input:
         config=stage_config("instruct"),
+        upstream=upstream_configs("instruct"),
         prepare=rules.prepare.output[0],
         tokens=rules.tokenize.output[0],
         posttrain=rules.posttrain.output[0],
@@ -45,5 +49,6 @@ rule instruct:
     conda:
         MOST_ENV
     shell:
-        "most instruct --config {input.config:q} --prepare {input.prepare:q} --tokens {input.tokens:q} --posttrain {input.posttrain:q}"
+        "most launch --gpus-per-node {resources.launch_gpus} --nodes {resources.launch_nodes} --accelerate-config {resources.launch_accelerate:q}"
+        " -- instruct --config {input.config:q} --prepare {input.prepare:q} --tokens {input.tokens:q} --posttrain {input.posttrain:q}"
         " --output {output:q} --threads {threads} --log {log:q} > {log:q} 2>&1"

@@ -4,6 +4,7 @@
 rule fit_units:
     input:
         config=stage_config("fit_units"),
+        upstream=upstream_configs("fit_units"),
         prepare=rules.prepare.output[0],
     output:
         directory(f"{RESULTS}/units/kmeans"),
@@ -26,6 +27,7 @@ rule fit_units:
 rule tokenize:
     input:
         config=stage_config("tokenize"),
+        upstream=upstream_configs("tokenize"),
         prepare=rules.prepare.output[0],
         kmeans=rules.fit_units.output[0],
     output:
@@ -49,6 +51,7 @@ rule tokenize:
 rule train_vocoder:
     input:
         config=stage_config("train_vocoder"),
+        upstream=upstream_configs("train_vocoder"),
         prepare=rules.prepare.output[0],
         tokens=rules.tokenize.output[0],
     output:
@@ -72,6 +75,7 @@ rule train_vocoder:
 rule unit_ceiling:
     input:
         config=stage_config("unit_ceiling"),
+        upstream=upstream_configs("unit_ceiling"),
         prepare=rules.prepare.output[0],
         kmeans=rules.fit_units.output[0],
         vocoder=rules.train_vocoder.output[0],

@@ -1,0 +1,32 @@
+"""Bootstrap confidence intervals over test items (utterances, questions, pairs), seeded."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def bootstrap_ratio(numerators, denominators, seed: int, samples: int = 1000, level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of sum(numerators) / sum(denominators) over items resampled with
+    replacement: corpus-level WER (errors / reference words), or accuracy (correct / 1)."""
+    top, bottom = np.asarray(numerators, float), np.asarray(denominators, float)
+    draws = np.random.default_rng(seed).integers(0, len(top), size=(samples, len(top)))
+    ratios = top[draws].sum(1) / np.maximum(bottom[draws].sum(1), 1e-12)
+    return _interval(ratios, level)
+
+
+def paired_bootstrap_difference(a: tuple, b: tuple, seed: int, samples: int = 1000, level: float = 0.95) -> tuple[float, float]:
+    """Interval of ratio(a) - ratio(b), each a (numerators, denominators) pair over the same items
+    (each resample draws the same items for both): an interval that excludes 0 separates them."""
+    (top_a, bottom_a), (top_b, bottom_b) = ([np.asarray(v, float) for v in pair] for pair in (a, b))
+    draws = np.random.default_rng(seed).integers(0, len(top_a), size=(samples, len(top_a)))
+
+    def ratio(top, bottom):
+        return top[draws].sum(1) / np.maximum(bottom[draws].sum(1), 1e-12)
+
+    return _interval(ratio(top_a, bottom_a) - ratio(top_b, bottom_b), level)
+
+
+def _interval(values: np.ndarray, level: float) -> tuple[float, float]:
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return float(low), float(high)
