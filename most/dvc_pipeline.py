@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from most import config as most_config
-from most.stages import STAGES
+from most.stages import STAGES, output_path
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,15 @@ def commit_after_snakemake(workflow_config: dict, rules_in_dag: set[str]) -> Non
     stages = [name for name in STAGES if name in rules_in_dag]
     if not stages:
         return
+    # An output whose bytes DVC has cached before becomes a hardlink to that older cache object, with
+    # its older modification time; Snakemake would then see it as older than its inputs and rerun.
+    outputs = [output_path(workflow_config["run"], name) for stage in stages for name in STAGES[stage].outputs]
+    files = [path for output in outputs for path in ([output] if output.is_file() else output.rglob("*")) if path.is_file()]
+    times = {path: path.stat().st_mtime_ns for path in files}
     command = [sys.executable, "-m", "dvc", "commit", "--force", "--quiet", *stages]
     result = subprocess.run(command, capture_output=True, text=True)
+    for path, mtime in times.items():
+        if path.is_file() and path.stat().st_mtime_ns != mtime:
+            os.utime(path, ns=(mtime, mtime))
     if result.returncode != 0:
         log.warning("dvc commit failed (dvc status may report changes): %s", result.stderr.strip()[-2000:])

@@ -49,3 +49,14 @@ def test_dvc_repro_in_a_fresh_clone_gives_byte_identical_outputs(ran_repo, tmp_p
     assert locked(ran_repo, untimed) == locked(clone, untimed)
     assert snakemake_plan(clone) == set()
     assert "Data and pipelines are up to date" in run(["dvc", "status"], clone).stdout
+
+
+def test_outputs_dvc_already_cached_keep_their_modification_times(fresh_copy):
+    """A rerun that reproduces bytes DVC cached before (here the vocoder and the ceiling): the commit
+    links the output to the older cache object; its time must stay the new one, or Snakemake reruns."""
+    run(["snakemake", "--cores", "all", "--forcerun", "train_vocoder"], fresh_copy)
+    ceiling = fresh_copy / "results" / "embedded" / "units" / "ceiling.json"
+    vocoder = fresh_copy / "results" / "embedded" / "units" / "vocoder" / ".snakemake_timestamp"
+    assert ceiling.stat().st_mtime_ns >= vocoder.stat().st_mtime_ns
+    assert snakemake_plan(fresh_copy) == set()
+    assert "Data and pipelines are up to date" in run(["dvc", "status"], fresh_copy).stdout
