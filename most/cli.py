@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     launch.add_argument("--accelerate-config", default="", help="accelerate config file (default: config/accelerate/cpu.yaml or ddp.yaml)")
     launch.add_argument("stage_args", nargs=argparse.REMAINDER, metavar="<stage> ...", help="the stage and its arguments")
     launch.set_defaults(handler=_launch)
+    from most import inference
+
+    inference.add_commands(commands)
     export = commands.add_parser("export-dvc", help="write dvc.yaml from the Snakemake workflow (or --check it)")
     export.add_argument("--check", action="store_true", help="exit 1 if dvc.yaml differs from a fresh export")
     export.set_defaults(handler=_export_dvc)
@@ -116,6 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     except config.ConfigError as error:
         log.error("%s", error)
         return 2
+    except (FileNotFoundError, RuntimeError) as error:
+        if args.handler.__module__ != "most.inference":
+            raise
+        log.error("%s", error)
+        return 1
 
 
 if __name__ == "__main__":

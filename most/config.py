@@ -82,7 +82,8 @@ def _check_consistency(config: dict, source: str) -> None:
                 raise ConfigError(f"invalid config in {source}:\n  download.synthesis.{key}: lower bound {low} exceeds upper bound {high}")
     download = config.get("download")
     if download:
-        names = [s["name"] for s in download["hub"] + download["local"]] + (["embedded"] if download["embedded"]["enabled"] else [])
+        listed = download["hub"] + download["local"] + download["pair_sets"]
+        names = [s["name"] for s in listed] + (["embedded"] if download["embedded"]["enabled"] else [])
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ConfigError(f"invalid config in {source}:\n  download: source name(s) {duplicates} used twice")

@@ -26,6 +26,9 @@ class StageResult:
     metrics: dict[str, float] = field(default_factory=dict)
     artifacts: list[Path] = field(default_factory=list)
     history: list[tuple[int, dict[str, float]]] = field(default_factory=list)  # (step, metrics) during training
+    # the report's headline numbers and files also go to the pipeline's parent run
+    parent_metrics: dict[str, float] = field(default_factory=dict)
+    parent_artifacts: list[Path] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -52,12 +55,24 @@ OUTPUTS: dict[str, str] = {
     "graft": "graft",
     "posttrain": "posttrain",
     "instruct": "instruct",
+    "eval_asr": "eval/asr",
+    "eval_tts": "eval/tts",
+    "eval_audio_lm": "eval/audio_lm",
+    "eval_spoken_qa": "eval/spoken_qa",
+    "report": "report.md",
+    "report_json": "report.json",
+    "report_plots": "report_plots",
+    "ablations": "ablations.json",
+    "ablations_md": "ablations.md",
 }
 
 _DATA_CODE = ("most/data", "most/io.py", "most/rng.py")
 _SPEECH_CODE = ("most/speech", "most/io.py", "most/rng.py")
 _MODEL_CODE = ("most/model", "most/speech/corpus.py", "most/io.py", "most/rng.py")
-_TRAIN_CODE = ("most/train", "most/model", "most/evaluate", "most/io.py", "most/rng.py")
+# training decodes dev ASR with the evaluation code; the rest of most/evaluate is not its concern
+_SCORING_CODE = ("most/evaluate/normalize.py", "most/evaluate/stats.py", "most/evaluate/generate.py", "most/evaluate/asr.py")
+_TRAIN_CODE = ("most/train", "most/model", *_SCORING_CODE, "most/io.py", "most/rng.py")
+_EVAL_CODE = ("most/evaluate", "most/train", "most/model", "most/speech", "most/io.py", "most/rng.py")
 
 STAGES: dict[str, Stage] = {
     stage.name: stage
@@ -111,7 +126,7 @@ STAGES: dict[str, Stage] = {
             "unit_ceiling",
             "most.speech.ceiling",
             ("seed", "judge", "voice", "ceiling"),
-            _SPEECH_CODE + ("most/evaluate",),
+            _SPEECH_CODE + ("most/evaluate/normalize.py",),
             ("prepare", "kmeans", "vocoder"),
             ("ceiling", "ceiling_samples"),
             "judge WER on original vs resynthesized dev/test audio",
@@ -151,6 +166,77 @@ STAGES: dict[str, Stage] = {
             ("prepare", "tokens", "posttrain"),
             ("instruct",),
             "stage 2: mixed instruction tuning of the post-trained model",
+        ),
+        Stage(
+            "eval_asr",
+            "most.evaluate.asr",
+            ("seed", "tasks", "evaluate"),
+            _EVAL_CODE,
+            ("prepare", "tokens", "kmeans", "instruct"),
+            ("eval_asr",),
+            "ASR WER per test set (espeak voices, the held-out neural voice, real LibriVox clips)",
+        ),
+        Stage(
+            "eval_tts",
+            "most.evaluate.tts",
+            ("seed", "tasks", "judge", "voice", "evaluate"),
+            _EVAL_CODE,
+            ("prepare", "tokens", "kmeans", "vocoder", "instruct"),
+            ("eval_tts",),
+            "TTS WER/CER: the model's units for the test texts, vocoded, transcribed by the judge",
+        ),
+        Stage(
+            "eval_audio_lm",
+            "most.evaluate.audio_lm",
+            ("seed", "tasks", "evaluate"),
+            _EVAL_CODE,
+            ("tokens", "instruct"),
+            ("eval_audio_lm",),
+            "sWUGGY/sBLIMP/StoryCloze-style pairs scored by the model's likelihood of their units",
+        ),
+        Stage(
+            "eval_spoken_qa",
+            "most.evaluate.spoken_qa",
+            ("seed", "tasks", "judge", "voice", "evaluate"),
+            _EVAL_CODE,
+            ("prepare", "tokens", "kmeans", "vocoder", "instruct"),
+            ("eval_spoken_qa",),
+            "spoken questions answered in text (S->T) and in speech (S->S, judged)",
+        ),
+        Stage(
+            "report",
+            "most.evaluate.report",
+            # everything the reported numbers depend on, for the config hash (resources and tracking do not)
+            (
+                "run",
+                "seed",
+                "download",
+                "prepare",
+                "units",
+                "vocoder",
+                "judge",
+                "voice",
+                "ceiling",
+                "model",
+                "base_lm",
+                "tasks",
+                "posttrain",
+                "instruct",
+                "evaluate",
+            ),
+            _EVAL_CODE,
+            ("ceiling", "posttrain", "instruct", "eval_asr", "eval_tts", "eval_audio_lm", "eval_spoken_qa"),
+            ("report", "report_json", "report_plots"),
+            "report.md/json: every metric with its CI, plots, provenance",
+        ),
+        Stage(
+            "ablations",
+            "most.evaluate.ablations",
+            ("seed", "tasks", "posttrain", "evaluate", "ablations"),
+            _EVAL_CODE,
+            ("prepare", "tokens", "graft"),
+            ("ablations", "ablations_md"),
+            "MAMoE vs plain MoE vs no shared experts, trained at equal steps from the same graft",
         ),
     )
 }

@@ -170,14 +170,17 @@ def end_pipeline(success: bool, log_paths=None) -> None:
 class StageRun:
     """Handle the CLI uses to report a stage's results into its run (a no-op when disabled)."""
 
-    def __init__(self, client=None, run_id: str | None = None) -> None:
-        self.client, self.run_id = client, run_id
+    def __init__(self, client=None, run_id: str | None = None, parent_id: str | None = None) -> None:
+        self.client, self.run_id, self.parent_id = client, run_id, parent_id
 
     def log_result(self, result) -> None:
         if self.client is None:
             return
         _log_metrics(self.client, self.run_id, result.metrics, result.history)
         _log_artifacts(self.client, self.run_id, result.artifacts, "reports")
+        if self.parent_id:  # the pipeline's headline numbers, where a user opens the run first
+            _log_metrics(self.client, self.parent_id, result.parent_metrics)
+            _log_artifacts(self.client, self.parent_id, result.parent_artifacts, "report")
 
 
 @contextlib.contextmanager
@@ -207,7 +210,7 @@ def stage_run(
     _log_params(client, run_id, view)
     status = "FAILED"
     try:
-        yield StageRun(client, run_id)
+        yield StageRun(client, run_id, parent)
         status = "FINISHED"
     finally:
         _log_artifacts(client, run_id, [p for p in (config_path,) if p], "config")

@@ -29,6 +29,11 @@ STAGES = (
     "graft",
     "posttrain",
     "instruct",
+    "eval_asr",
+    "eval_tts",
+    "eval_audio_lm",
+    "eval_spoken_qa",
+    "report",
 )
 
 
@@ -54,6 +59,17 @@ def tiny_config() -> dict:
             dev_asr_utterances=2,
             max_new_tokens=8,
         )
+    config["evaluate"].update(
+        asr_utterances=4,
+        max_new_tokens=8,
+        tts_utterances=3,
+        tts_max_units=30,
+        keep_wavs=1,
+        qa_questions=3,
+        qa_speech_answers=2,
+        qa_max_new_tokens=8,
+    )
+    config["ablations"].update(steps=4, asr_utterances=3)
     return config
 
 

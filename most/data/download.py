@@ -3,7 +3,9 @@
 - embedded: generate the world's texts (`most.data.world`) and speak them (`most.data.synth`);
 - hub: `datasets.load_dataset` at a pinned revision; audio bytes kept as downloaded (decoded by
   `prepare` with soundfile, never torchcodec); text sets can be spoken by the synthesis voices;
-- local: an audiofolder-style folder, copied.
+- local: an audiofolder-style folder, copied;
+- pair_sets: audio-LM minimal pairs (ZeroSpeech 2021 sWUGGY/sBLIMP, spoken StoryCloze) from their
+  released archives (`most.data.pair_sets`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from most.data import sources, synth, world
+from most.data import pair_sets, sources, synth, world
 from most.io import atomic_directory, write_json, write_jsonl
 from most.rng import rng_for
 from most.stages import StageResult
@@ -38,6 +40,8 @@ def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult
             summaries.append(download_hub(source, settings["synthesis"], cfg["seed"], out / source["name"], threads))
         for source in settings["local"]:
             summaries.append(download_local(source, out / source["name"]))
+        for source in settings["pair_sets"]:
+            summaries.append(download_pair_set(source, out / source["name"]))
         write_json({"sources": summaries}, out / "sources.json")
     metrics = {}
     for summary in summaries:
@@ -256,3 +260,16 @@ def download_local(source: dict, out: Path) -> dict:
     write_jsonl(rows, out / sources.METADATA)
     write_jsonl([], out / sources.TEXT)
     return _summary(source["name"], "local", rows, 0, 0.0, started, path=str(folder))
+
+
+# --------------------------------------------------------------------------------------------
+# audio-LM pair sets
+
+
+def download_pair_set(source: dict, out: Path) -> dict:
+    started = time.time()
+    rows = pair_sets.copy_pairs(source, out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_jsonl(rows, out / sources.METADATA)
+    write_jsonl([], out / sources.TEXT)
+    return _summary(source["name"], "pair_set", rows, 0, 0.0, started, url=source["url"], pairs=len({r["pair_id"] for r in rows}))

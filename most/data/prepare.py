@@ -101,7 +101,10 @@ def _duplicate_rows(rows: list[dict]) -> set[int]:
 
 
 def _check_text(row: dict, duplicate: bool, settings: dict) -> quality.Outcome:
-    outcome = quality.normalize_text(row.get("text", ""), settings)
+    if row.get("task") in sources.PAIR_TASKS and not (row.get("text") or "").strip():
+        outcome = quality.Outcome()  # a released pair set may give no transcript: scoring needs none
+    else:
+        outcome = quality.normalize_text(row.get("text", ""), settings)
     if outcome.skip is None and duplicate:
         outcome.skip = "duplicate_id"
     return outcome

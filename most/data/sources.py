@@ -21,6 +21,8 @@ from most.io import read_jsonl
 
 METADATA = "metadata.jsonl"
 TEXT = "text.jsonl"
+# audio-LM minimal-pair tasks: each utterance is scored alone, so they need no transcript
+PAIR_TASKS = ("swuggy", "sblimp", "storycloze")
 
 
 def is_spoken(task: str) -> bool:

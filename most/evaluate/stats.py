@@ -30,3 +30,14 @@ def _interval(values: np.ndarray, level: float) -> tuple[float, float]:
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(values, [tail, 100 - tail])
     return float(low), float(high)
+
+
+def bootstrap_macro_mean(groups: list, seed: int, samples: int = 1000, level: float = 0.95) -> tuple[float, float]:
+    """Interval of the mean over groups of each group's mean item (a macro average), resampling the
+    items within each group: the audio-LM average over sWUGGY, sBLIMP and StoryCloze."""
+    rng = np.random.default_rng(seed)
+    means = np.zeros(samples)
+    for values in groups:
+        values = np.asarray(values, float)
+        means += values[rng.integers(0, len(values), size=(samples, len(values)))].mean(1)
+    return _interval(means / len(groups), level)

@@ -11,7 +11,7 @@ import torch
 from tokenizers import AddedToken
 
 BEGIN_SPEECH, END_SPEECH = "<|begin_of_speech|>", "<|end_of_speech|>"
-TASKS = ("asr", "tts", "text_lm", "spoken_instruction", "text_instruction", "spoken_qa", "text_qa")
+TASKS = ("asr", "tts", "text_lm", "spoken_instruction", "text_instruction", "spoken_qa", "text_qa", "speech_lm")
 
 
 def unit_token(unit: int) -> str:

@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import math
+
 import json
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
@@ -62,6 +64,9 @@ class MelSettings:
     def griffin_lim(self, log_mel: torch.Tensor, iterations: int, seed: int = 0) -> np.ndarray:
         import torchaudio
 
+        shortest = self.n_fft // self.hop + 1  # the STFT's reflection padding needs more frames than n_fft / 2 samples
+        if log_mel.shape[0] < shortest:  # a very short utterance (one unit): padded with silence
+            log_mel = torch.cat([log_mel, torch.full((shortest - log_mel.shape[0], log_mel.shape[1]), math.log(1e-5))])
         with torch.no_grad():
             magnitude = self._inverse(torch.exp(log_mel).T.float())
             torch.manual_seed(seed)  # Griffin-Lim starts from random phases

@@ -15,6 +15,7 @@ SOURCE_TASK = {
     "text_lm": "text_lm",
     "text_instruction": "text_instruction",
     "text_qa": "text_qa",
+    "speech_lm": "asr",  # speech continuation: the units of the ASR utterances, no text
 }
 SPEECH_TASKS = {"asr", "spoken_instruction", "spoken_qa"}
 

@@ -43,34 +43,6 @@ def checkpoint_folder(stage: str, cfg: dict, inputs: dict, output: Path) -> Path
     return Path(output).parent / "checkpoints" / f"{stage}-{digest}"
 
 
-@torch.no_grad()
-def asr_wer(model, tokenizer, formatter: Formatter, rows: list[dict], max_new_tokens: int, seed: int) -> dict:
-    """Greedy ASR on `rows`: WER (fraction) against their text with a bootstrap 95% interval, the
-    hypotheses, and the chance WER: the same hypotheses scored against the next row's reference (what
-    output that ignores the speech but fits the text distribution scores), with a paired interval of
-    chance minus WER (above 0: the model uses the speech)."""
-    from most.evaluate.normalize import word_error_rate
-    from most.evaluate.stats import bootstrap_ratio, paired_bootstrap_difference
-
-    model.eval()
-    hypotheses = []
-    for row in rows:
-        prompt = torch.tensor([formatter.prompt("asr", row)], device=model.device)
-        out = model.generate(prompt, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=tokenizer.eos_token_id)
-        hypotheses.append(tokenizer.decode(out[0, prompt.shape[1] :], skip_special_tokens=True).strip())
-    references = [row["text"] for row in rows]
-    scored, chance = word_error_rate(references, hypotheses), word_error_rate(references[1:] + references[:1], hypotheses)
-    return {
-        "wer": scored["wer"],
-        "wer_ci": bootstrap_ratio(scored["errors"], scored["lengths"], seed),
-        "wer_chance": chance["wer"],
-        "chance_minus_wer_ci": paired_bootstrap_difference(
-            (chance["errors"], chance["lengths"]), (scored["errors"], scored["lengths"]), seed
-        ),
-        "hypotheses": hypotheses,
-    }
-
-
 def formatted(formatter: Formatter, rows: dict[str, list[dict]], longest: int, limit: int | None = None) -> tuple[dict, dict]:
     """Training examples per task, those over `longest` tokens left out (and counted)."""
     examples, too_long = {}, {}
@@ -81,22 +53,12 @@ def formatted(formatter: Formatter, rows: dict[str, list[dict]], longest: int, l
     return examples, too_long
 
 
-def run_stage(stage: str, cfg: dict, inputs: dict, outputs: dict, threads: int) -> StageResult:
-    from transformers import AutoTokenizer
-
-    from most.model import MoSTForCausalLM
-
-    torch.set_num_threads(max(1, threads))
-    settings, seed = cfg[stage], cfg["seed"]
-    source = Path(inputs[SOURCE[stage]]) / "model"
-    model = MoSTForCausalLM.from_pretrained(source, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    formatter = Formatter(tokenizer, cfg["tasks"]["templates"], model.config.audio_token_start)
+def training_data(stage: str, formatter: Formatter, settings: dict, inputs: dict) -> dict:
+    """Training and dev examples of the stage's mix, and the dev ASR rows its WER is measured on."""
     mix = {task: ratio for task, ratio in settings["mix"].items() if ratio > 0}
     examples, too_long = formatted(formatter, task_rows(list(mix), "train", inputs["tokens"], inputs["prepare"]), settings["max_length"])
     dev_rows = {task: rows for task, rows in task_rows(list(mix), "dev", inputs["tokens"], inputs["prepare"]).items() if rows}
     dev, _ = formatted(formatter, dev_rows, settings["max_length"], limit=settings["dev_examples"])
-    dev = {task: rows for task, rows in dev.items() if rows}
     asr_dev = (dev_rows.get("asr") or task_rows(["asr"], "dev", inputs["tokens"], inputs["prepare"])["asr"])[
         : settings["dev_asr_utterances"]
     ]
@@ -105,6 +67,19 @@ def run_stage(stage: str, cfg: dict, inputs: dict, outputs: dict, threads: int) 
     for task, count in too_long.items():
         if count:
             log.warning("%s: %d %s examples longer than max_length %d left out", stage, count, task, settings["max_length"])
+    return {"mix": mix, "examples": examples, "too_long": too_long, "dev": {t: r for t, r in dev.items() if r}, "asr_dev": asr_dev}
+
+
+def fit(
+    stage: str, model, source: Path, pad_id: int, data: dict, settings: dict, seed: int, checkpoints: Path
+) -> tuple[object, dict, list]:
+    """Train `model` (loaded from `source`) on `data` for `settings["steps"]`, resuming from
+    `checkpoints`. Returns the trained model re-read from the last checkpoint on the main process
+    (the full weights whatever the strategy: FSDP/ZeRO-3 shard the live model), the progress and
+    the per-step history."""
+    from most.model import MoSTForCausalLM
+
+    examples, dev = data["examples"], data["dev"]
     log.info(
         "%s: training examples per task %s; dev loss on %s",
         stage,
@@ -112,7 +87,7 @@ def run_stage(stage: str, cfg: dict, inputs: dict, outputs: dict, threads: int) 
         {t: len(v) for t, v in dev.items()},
     )
     lengths = {task: [len(ids) for ids, _ in rows_of] for task, rows_of in examples.items()}
-    batches = MixedBatches(lengths, mix, settings["tokens_per_batch"], seed)
+    batches = MixedBatches(lengths, data["mix"], settings["tokens_per_batch"], seed)
     loop = LoopSettings(
         steps=settings["steps"],
         tokens_per_batch=settings["tokens_per_batch"],
@@ -128,7 +103,6 @@ def run_stage(stage: str, cfg: dict, inputs: dict, outputs: dict, threads: int) 
         eval_every=settings["eval_every"],
     )
     history: list[tuple[int, dict]] = []
-    started = time.time()
 
     def on_step(step: int, metrics: dict) -> None:
         history.append((step, metrics))
@@ -138,17 +112,42 @@ def run_stage(stage: str, cfg: dict, inputs: dict, outputs: dict, threads: int) 
                 "%s: step %d/%d loss %.3f (%s) %.0f tokens/s", stage, step, loop.steps, metrics["loss"], tasks, metrics["tokens_per_second"]
             )
 
-    checkpoints = checkpoint_folder(stage, cfg, inputs, Path(outputs[stage]))
-    progress = train(model, examples, batches, loop, checkpoints, tokenizer.pad_token_id, on_step, dev=dev)
-    if process_rank() != 0:  # the main process evaluates and writes the outputs
-        return StageResult()
-    # the final checkpoint holds the full weights whatever the strategy (FSDP/ZeRO-3 shard `model`)
+    progress = train(model, examples, batches, loop, checkpoints, pad_id, on_step, dev=dev)
+    if process_rank() != 0:
+        return None, progress, history
+    trained = MoSTForCausalLM.from_pretrained(source, dtype=torch.float32, **model_overrides(model))
+    trained.load_state_dict(load_file(str(latest_checkpoint(checkpoints) / "model.safetensors")))
+    return trained.to("cuda" if torch.cuda.is_available() else "cpu"), progress, history
+
+
+def model_overrides(model) -> dict:
+    """Config fields a variant changed on load (routing, shared experts), to load it the same way again."""
+    return {key: getattr(model.config, key) for key in ("routing", "shared_expert_intermediate_size")}
+
+
+def run_stage(stage: str, cfg: dict, inputs: dict, outputs: dict, threads: int) -> StageResult:
+    from transformers import AutoTokenizer
+
+    from most.evaluate.asr import asr_wer
+    from most.evaluate.generate import Checkpoint
+    from most.model import MoSTForCausalLM
+
+    torch.set_num_threads(max(1, threads))
+    settings, seed = cfg[stage], cfg["seed"]
+    source = Path(inputs[SOURCE[stage]]) / "model"
     model = MoSTForCausalLM.from_pretrained(source, dtype=torch.float32)
-    model.load_state_dict(load_file(str(latest_checkpoint(checkpoints) / "model.safetensors")))
-    model.to("cuda" if torch.cuda.is_available() else "cpu")
-    asr = asr_wer(model, tokenizer, formatter, asr_dev, settings["max_new_tokens"], seed)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    formatter = Formatter(tokenizer, cfg["tasks"]["templates"], model.config.audio_token_start)
+    data = training_data(stage, formatter, settings, inputs)
+    started = time.time()
+    checkpoints = checkpoint_folder(stage, cfg, inputs, Path(outputs[stage]))
+    model, progress, history = fit(stage, model, source, tokenizer.pad_token_id, data, settings, seed, checkpoints)
+    if model is None:  # the main process evaluates and writes the outputs
+        return StageResult()
+    asr_dev = data["asr_dev"]
+    asr = asr_wer(Checkpoint(model, tokenizer, formatter), asr_dev, settings["max_new_tokens"], seed)
     summary = {
-        "steps": loop.steps,
+        "steps": settings["steps"],
         "seconds": round(time.time() - started, 1),
         "tokens_per_second": progress["tokens"] / max(progress["seconds"], 1e-9),
         "loss_start": progress["loss_start"],
@@ -161,8 +160,8 @@ def run_stage(stage: str, cfg: dict, inputs: dict, outputs: dict, threads: int) 
         "dev_asr_chance_minus_wer_ci": asr["chance_minus_wer_ci"],
         "dev_asr_utterances": len(asr_dev),
         "dev_asr_examples": [{"reference": r["text"], "hypothesis": h} for r, h in list(zip(asr_dev, asr["hypotheses"]))[:5]],
-        "examples": {task: len(rows) for task, rows in examples.items()},
-        "too_long": too_long,
+        "examples": {task: len(rows) for task, rows in data["examples"].items()},
+        "too_long": data["too_long"],
     }
     log.info(
         "%s: dev ASR WER %.3f (95%% CI %.3f-%.3f; chance %.3f, chance - WER %.3f-%.3f) over %d utterances",
@@ -178,6 +177,7 @@ def run_stage(stage: str, cfg: dict, inputs: dict, outputs: dict, threads: int) 
         tokenizer.save_pretrained(out / "model")
         write_json(summary, out / "summary.json")
         write_json({"expert_load": progress.get("expert_load", []), "rows": ["text", "audio"]}, out / "expert_load.json")
+        write_json([{"step": step, **metrics} for step, metrics in history], out / "history.json")
         if progress.get("expert_load"):
             expert_load_heatmap(progress["expert_load"], out / "expert_load.png", f"{stage}: expert load per modality")
     shutil.rmtree(checkpoints, ignore_errors=True)

@@ -45,6 +45,9 @@ def test_dvc_repro_in_a_fresh_clone_gives_byte_identical_outputs(ran_repo, tmp_p
         ours, theirs = (json.loads((repo / "results" / "embedded" / stage / "summary.json").read_text()) for repo in (ran_repo, clone))
         timing = ("seconds", "tokens_per_second")
         assert {k: v for k, v in ours.items() if k not in timing} == {k: v for k, v in theirs.items() if k not in timing}
+    # every number of the report (its provenance and the stage times aside)
+    ours, theirs = (json.loads((repo / "results" / "embedded" / "report.json").read_text()) for repo in (ran_repo, clone))
+    assert {k: ours[k] for k in ("asr", "tts", "audio_lm", "spoken_qa")} == {k: theirs[k] for k in ("asr", "tts", "audio_lm", "spoken_qa")}
     untimed = ("download", "prepare", "fit_units", "tokenize", "train_vocoder", "unit_ceiling", "pretrain_base", "graft")
     assert locked(ran_repo, untimed) == locked(clone, untimed)
     assert snakemake_plan(clone) == set()

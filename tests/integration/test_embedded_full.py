@@ -36,6 +36,20 @@ def test_full_embedded_pipeline_within_budget_and_training_learns(tmp_path):
     for stage in ("posttrain", "instruct"):
         summary = json.loads((repo / "results" / "embedded" / stage / "summary.json").read_text())
         assert summary["dev_asr_chance_minus_wer_ci"][0] > 0, summary  # better than chance, beyond the 95% interval
+    # the report holds all four evaluations with their intervals; ASR on the test voices uses the speech
+    headline = json.loads((repo / "results" / "embedded" / "report.json").read_text())
+    for section, name in (
+        ("asr", "wer"),
+        ("tts", "wer"),
+        ("audio_lm", "accuracy"),
+        ("spoken_qa", "s2t_accuracy"),
+        ("spoken_qa", "s2s_accuracy"),
+    ):
+        metric = headline[section][name]
+        assert metric["ci_low"] <= metric["value"] <= metric["ci_high"] and metric["n"] >= 60, (section, name, metric)
+    asr = json.loads((repo / "results" / "embedded" / "eval" / "asr" / "metrics.json").read_text())
+    assert asr["sets"]["test"]["chance_minus_wer_ci"][0] > 0, asr["sets"]["test"]
+    assert (repo / "results" / "embedded" / "report.md").read_text().count("95% CI") >= 2
     started = time.monotonic()
     assert snakemake_plan(repo) == set()
     assert time.monotonic() - started <= 5

@@ -8,7 +8,7 @@ from mlflow import MlflowClient
 
 from tests.conftest import REPO, STAGES, copy_repo, git_init, run, tiny_config, write_config
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]  # six minutes: `make test-slow`
 CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
 
 

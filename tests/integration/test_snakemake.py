@@ -22,6 +22,8 @@ def edit_config(repo, edit):
 
 UNIT_STAGES = {"fit_units", "tokenize", "train_vocoder", "unit_ceiling"}
 MODEL_STAGES = {"pretrain_base", "graft", "posttrain", "instruct"}
+EVAL_STAGES = {"eval_asr", "eval_tts", "eval_audio_lm", "eval_spoken_qa", "report"}
+REPORT_VIEW = "stage_config[stage=report]"  # the report reads (and hashes) every section its numbers depend on
 
 
 def test_a_finished_run_leaves_nothing_to_do(ran_repo):
@@ -68,30 +70,48 @@ def test_each_edit_reruns_exactly_the_stages_it_affects(fresh_copy):
     original = (fresh_copy / "config" / "config.yaml").read_text()
 
     edit_config(fresh_copy, lambda c: c["prepare"].__setitem__("min_duration_s", 0.25))
-    assert snakemake_plan(fresh_copy) == {"stage_config[stage=prepare]", "prepare"} | UNIT_STAGES | MODEL_STAGES
+    assert snakemake_plan(fresh_copy) == {"stage_config[stage=prepare]", REPORT_VIEW, "prepare"} | UNIT_STAGES | MODEL_STAGES | EVAL_STAGES
 
     (fresh_copy / "config" / "config.yaml").write_text(original)
     edit_config(fresh_copy, lambda c: c["download"]["embedded"]["sizes"].__setitem__("dev_sentences", 3))
-    assert snakemake_plan(fresh_copy) == {"stage_config[stage=download]", "download", "prepare"} | UNIT_STAGES | MODEL_STAGES
+    assert (
+        snakemake_plan(fresh_copy)
+        == {"stage_config[stage=download]", REPORT_VIEW, "download", "prepare"} | UNIT_STAGES | MODEL_STAGES | EVAL_STAGES
+    )
 
     (fresh_copy / "config" / "config.yaml").write_text(original)
     edit_config(fresh_copy, lambda c: c["units"].__setitem__("k", 32))
     assert (
         snakemake_plan(fresh_copy)
-        == {"stage_config[stage=fit_units]", "stage_config[stage=tokenize]", "graft", "posttrain", "instruct"} | UNIT_STAGES
+        == {"stage_config[stage=fit_units]", "stage_config[stage=tokenize]", REPORT_VIEW, "graft", "posttrain", "instruct"}
+        | UNIT_STAGES
+        | EVAL_STAGES
     )
 
     (fresh_copy / "config" / "config.yaml").write_text(original)
     edit_config(fresh_copy, lambda c: c["vocoder"].__setitem__("steps", 7))
-    assert snakemake_plan(fresh_copy) == {"stage_config[stage=train_vocoder]", "train_vocoder", "unit_ceiling"}
+    assert snakemake_plan(fresh_copy) == {
+        "stage_config[stage=train_vocoder]",
+        REPORT_VIEW,
+        "train_vocoder",
+        "unit_ceiling",
+        "eval_tts",
+        "eval_spoken_qa",
+        "report",
+    }
 
     (fresh_copy / "config" / "config.yaml").write_text(original)
     edit_config(fresh_copy, lambda c: c["model"].__setitem__("routing", "masked_softmax"))
-    assert snakemake_plan(fresh_copy) == {"stage_config[stage=graft]", "graft", "posttrain", "instruct"}
+    assert snakemake_plan(fresh_copy) == {"stage_config[stage=graft]", REPORT_VIEW, "graft", "posttrain", "instruct"} | EVAL_STAGES
 
     (fresh_copy / "config" / "config.yaml").write_text(original)
     edit_config(fresh_copy, lambda c: c["instruct"].__setitem__("learning_rate", 0.0001))
-    assert snakemake_plan(fresh_copy) == {"stage_config[stage=instruct]", "instruct"}
+    assert snakemake_plan(fresh_copy) == {"stage_config[stage=instruct]", REPORT_VIEW, "instruct"} | EVAL_STAGES
+
+    (fresh_copy / "config" / "config.yaml").write_text(original)
+    edit_config(fresh_copy, lambda c: c["evaluate"].__setitem__("tts_top_k", 5))
+    evaluation_views = {f"stage_config[stage={stage}]" for stage in EVAL_STAGES}
+    assert snakemake_plan(fresh_copy) == evaluation_views | EVAL_STAGES
 
     (fresh_copy / "config" / "config.yaml").write_text(original)
     edit_config(
@@ -102,16 +122,16 @@ def test_each_edit_reruns_exactly_the_stages_it_affects(fresh_copy):
     (fresh_copy / "config" / "config.yaml").write_text(original)
     code = fresh_copy / "most" / "data" / "quality.py"
     code.write_text(code.read_text() + "\n# an edit of the data code\n")
-    assert snakemake_plan(fresh_copy) == {"download", "prepare"} | UNIT_STAGES | MODEL_STAGES
+    assert snakemake_plan(fresh_copy) == {"download", "prepare"} | UNIT_STAGES | MODEL_STAGES | EVAL_STAGES
 
     code.write_text(code.read_text().replace("\n# an edit of the data code\n", ""))
     assert snakemake_plan(fresh_copy) == set()
     code = fresh_copy / "most" / "evaluate" / "normalize.py"
     code.write_text(code.read_text() + "\n# an edit of the evaluation code\n")
-    assert snakemake_plan(fresh_copy) == {"unit_ceiling", "posttrain", "instruct"}
+    assert snakemake_plan(fresh_copy) == {"unit_ceiling", "posttrain", "instruct"} | EVAL_STAGES
     code = fresh_copy / "most" / "model" / "moe.py"
     code.write_text(code.read_text() + "\n# an edit of the model code\n")
-    assert snakemake_plan(fresh_copy) == {"unit_ceiling"} | MODEL_STAGES
+    assert snakemake_plan(fresh_copy) == {"unit_ceiling"} | MODEL_STAGES | EVAL_STAGES
 
 
 def test_a_rerun_after_an_edit_runs_only_that_stage(fresh_copy):
@@ -120,7 +140,7 @@ def test_a_rerun_after_an_edit_runs_only_that_stage(fresh_copy):
     edit_config(fresh_copy, lambda c: c["ceiling"].__setitem__("max_utterances", 1))
     result = run(["snakemake", "--cores", "all"], fresh_copy)
     ran = set(re.findall(r"^(?:local)?rule (\w+):$", result.stdout + result.stderr, re.MULTILINE)) - {"all"}
-    assert ran == {"stage_config", "unit_ceiling"}
+    assert ran == {"stage_config", "unit_ceiling", "report"}  # the report shows the ceiling beside the TTS WER
     assert (vocoder / ".snakemake_timestamp").stat().st_mtime_ns == vocoder_stamp
     ceiling = json.loads((fresh_copy / "results" / "embedded" / "units" / "ceiling.json").read_text())
     assert {split: values["utterances"] for split, values in ceiling.items() if split != "judge"} == {"dev": 1, "test": 1, "test_neural": 1}
@@ -171,7 +191,9 @@ def test_a_killed_training_job_resumes_from_its_newest_checkpoint(fresh_copy):
     """kill -9 of the post-training process mid-way; `snakemake --cores all` again resumes and finishes."""
     edit_config(fresh_copy, lambda c: c["posttrain"].update(steps=400, checkpoint_every=20, eval_every=100))
     checkpoints = fresh_copy / "results" / "embedded" / "checkpoints"
-    job = subprocess.Popen(["snakemake", "--cores", "all"], cwd=fresh_copy, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    job = subprocess.Popen(
+        ["snakemake", "--cores", "all", "instruct"], cwd=fresh_copy, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     deadline = time.time() + 600
     while not list(checkpoints.glob("posttrain-*/step_40")) and time.time() < deadline and job.poll() is None:
         time.sleep(0.05)
@@ -185,7 +207,7 @@ def test_a_killed_training_job_resumes_from_its_newest_checkpoint(fresh_copy):
     kept = max(int(p.name.split("_")[1]) for p in checkpoints.glob("posttrain-*/step_*"))
     assert 40 <= kept < 400
 
-    run(["snakemake", "--cores", "all"], fresh_copy)
+    run(["snakemake", "--cores", "all", "instruct"], fresh_copy)  # (evaluation left out: not what this test is about)
     log = (fresh_copy / "results" / "embedded" / "logs" / "posttrain.log").read_text()
     assert f"resumed from step {kept} of 400" in log
     summary = json.loads((fresh_copy / "results" / "embedded" / "posttrain" / "summary.json").read_text())

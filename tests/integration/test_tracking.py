@@ -56,6 +56,14 @@ def test_one_parent_run_with_one_child_per_stage(ran_repo):
     report = json.loads(open(client.download_artifacts(prepare.info.run_id, "reports/quality_report.json")).read())
     assert report["kept"] == prepare.data.metrics["kept"]
     assert children["download"].data.params["seed"] == "1234"
+    # the report's headline numbers and files on the parent run, where a user looks first
+    headline = json.loads((ran_repo / "results" / "embedded" / "report.json").read_text())
+    assert parent.data.metrics["asr.wer"] == pytest.approx(headline["asr"]["wer"]["value"])
+    assert parent.data.metrics["audio_lm.accuracy"] == pytest.approx(headline["audio_lm"]["accuracy"]["value"])
+    assert {"spoken_qa.s2t_accuracy", "spoken_qa.s2s_accuracy", "tts.wer"} <= set(parent.data.metrics)
+    assert {"report/report.md", "report/report.json", "report/metrics.png"} <= {
+        a.path for a in client.list_artifacts(parent.info.run_id, "report")
+    }
 
 
 def test_a_failing_stage_fails_its_run_and_the_parent(fresh_copy):
@@ -113,7 +121,7 @@ def test_config_strings_never_reach_a_shell(fresh_copy, value):
     config["tracking"]["experiment"] = value  # reaches jobs through the environment
     config["prepare"]["alphabet"] += value  # reaches the prepare job through its stage config
     path.write_text(yaml.safe_dump(config, sort_keys=False))
-    run(["snakemake", "--cores", "all"], fresh_copy)
+    run(["snakemake", "--cores", "all", "prepare"], fresh_copy)  # the edited stage (what follows reads no string of it)
     assert not list(fresh_copy.rglob("pwned"))
     client, found = runs(fresh_copy, experiment=value)
     prepare = next(r for r in found if r.info.run_name == "prepare")

@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from most.data import synth
-from most.evaluate.normalize import normalize, word_error_rate
+from most.evaluate.normalize import word_error_rate
 from most.speech.judge import MissingJudgeError, make_judge
 
 SENTENCES = ["the farmer sells two green baskets at the market", "anna gives her red ball to tom", "what is seven plus four"]
@@ -21,26 +21,6 @@ def domain_text() -> list[str]:
 
 
 TRAINING = domain_text()
-
-
-@pytest.mark.parametrize(
-    "text, expected",
-    [
-        ("What is 7 plus 4?", "what is 7 plus 4"),
-        ("what is seven plus four", "what is 7 plus 4"),
-        ("Twenty-one apples, and one hundred and five pears.", "21 apples and 105 pears"),
-        ("The grey colour of my neighbour's favourite hat", "the gray color of my neighbor's favorite hat"),
-        ("Anna's ball isn't red [laughs]", "anna's ball is not red"),
-        ("  ", ""),
-    ],
-)
-def test_normalizer_known_cases(text, expected):
-    assert normalize(text) == expected
-
-
-def test_wer_normalizes_both_sides():
-    scored = word_error_rate(["what is seven plus four", "the grey cat"], ["What is 7 plus 4?", "the gray hat"])
-    assert scored["wer"] == pytest.approx(1 / 8) and scored["words"] == 8
 
 
 @pytest.fixture(scope="module")

@@ -74,12 +74,13 @@ def test_posttrain_then_instruct(grafted):
     result = posttrain.run(config.view(cfg, "posttrain"), inputs, {"posttrain": root / "run" / "posttrain"})
     summary = json.loads((root / "run" / "posttrain" / "summary.json").read_text())
     assert summary["steps"] == 30 and summary["tokens_per_second"] > 0 and 0 <= summary["dev_asr_wer"]
-    assert set(summary["loss_start"]) == {"asr", "tts", "text_lm"}
+    assert set(summary["loss_start"]) == {"asr", "tts", "text_lm", "speech_lm"}
     assert summary["loss_end"]["asr"] < summary["loss_start"]["asr"]
     assert [step for step, _ in result.history] == list(range(1, 31))
-    assert set(summary["dev_loss_start"]) == {"asr", "tts"}  # no dev text: text_lm has no dev loss
+    assert set(summary["dev_loss_start"]) == {"asr", "tts", "speech_lm"}  # no dev text: text_lm has no dev loss
     assert summary["dev_loss_end"]["asr"] < summary["dev_loss_start"]["asr"]
-    assert summary["examples"] == {"asr": 4, "tts": 4, "text_lm": 12} and summary["too_long"] == {"asr": 0, "tts": 0, "text_lm": 0}
+    assert summary["examples"] == {"asr": 4, "tts": 4, "text_lm": 12, "speech_lm": 4}  # speech_lm: the asr utterances' units
+    assert summary["too_long"] == {"asr": 0, "tts": 0, "text_lm": 0, "speech_lm": 0}
     assert {path.name for path in result.artifacts} == {"summary.json", "expert_load.json", "expert_load.png"}
     assert (root / "run" / "posttrain" / "expert_load.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (root / "run" / "checkpoints").exists() or not any((root / "run" / "checkpoints").iterdir())  # removed once saved

@@ -1,0 +1,108 @@
+"""What every evaluation asks of a MoST checkpoint: text from a prompt, units from a text, and the
+log-likelihood of a formatted example. Prompts come from `most.train.tasks.Formatter`, the code
+that formatted the training examples, so evaluation sees exactly the training layout."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList
+
+from most.model.layout import BEGIN_SPEECH, END_SPEECH
+from most.model.sequences import collate, row_losses
+from most.train.tasks import Formatter
+
+
+@dataclass
+class Checkpoint:
+    """A MoST model folder loaded for inference: model, tokenizer and the task formatter."""
+
+    model: object
+    tokenizer: object
+    formatter: Formatter
+
+    @classmethod
+    def load(cls, folder: Path, templates: dict, threads: int = 1, **overrides) -> Checkpoint:
+        """`folder` holds `config.json` + safetensors + tokenizer (a stage's `model/`); `overrides`
+        change config fields on load (the ablations' routing variants)."""
+        from transformers import AutoTokenizer
+
+        from most.model import MoSTForCausalLM
+
+        folder = Path(folder)
+        if not (folder / "config.json").exists() and (folder / "model" / "config.json").exists():
+            folder = folder / "model"  # a stage output folder: its model is in model/
+        if not (folder / "config.json").exists():
+            raise FileNotFoundError(f"{folder}: no MoST model here (expected config.json, or model/config.json)")
+        torch.set_num_threads(max(1, threads))
+        model = MoSTForCausalLM.from_pretrained(folder, dtype=torch.float32, **overrides)
+        model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        return cls(model, tokenizer, Formatter(tokenizer, templates, model.config.audio_token_start))
+
+    @property
+    def unit_count(self) -> int:
+        return self.model.config.audio_token_count
+
+    def token(self, name: str) -> int:
+        return self.tokenizer.convert_tokens_to_ids(name)
+
+    @torch.no_grad()
+    def generate_text(self, task: str, rows: list[dict], max_new_tokens: int) -> list[str]:
+        """Greedy text response of `task` for each row (ASR transcripts, answers)."""
+        out = []
+        for row in rows:
+            prompt = torch.tensor([self.formatter.prompt(task, row)], device=self.model.device)
+            ids = self.model.generate(prompt, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=self.tokenizer.eos_token_id)
+            out.append(self.tokenizer.decode(ids[0, prompt.shape[1] :], skip_special_tokens=True).strip())
+        return out
+
+    @torch.no_grad()
+    def generate_units(
+        self, task: str, rows: list[dict], max_new_tokens: int, temperature: float, top_k: int, seed: int
+    ) -> list[list[int]]:
+        """Units of `task`'s speech response (TTS) for each row: the prompt plus begin-of-speech, then
+        only unit tokens until end-of-speech (a text token there could not be spoken), at least one. Sampled with
+        `temperature` and `top_k` (0: greedy), seeded per row so a rerun gives the same units."""
+        if not self.formatter.templates[task]["response"].startswith("{speech}"):
+            raise ValueError(f"tasks.templates.{task}.response must start with {{speech}} to generate units")
+        start, end = self.model.config.audio_token_start, self.token(END_SPEECH)
+        allowed = LogitsProcessorList([AllowedTokens([*range(start, start + self.unit_count), end])])
+        sampling = {"do_sample": True, "temperature": temperature, "top_k": top_k} if top_k > 0 else {"do_sample": False}
+        out = []
+        for index, row in enumerate(rows):
+            prompt = torch.tensor([[*self.formatter.prompt(task, row), self.token(BEGIN_SPEECH)]], device=self.model.device)
+            torch.manual_seed(seed + index)
+            ids = self.model.generate(
+                prompt, max_new_tokens=max_new_tokens, min_new_tokens=1, eos_token_id=end, logits_processor=allowed, **sampling
+            )
+            out.append([int(i) - start for i in ids[0, prompt.shape[1] :] if start <= int(i) < start + self.unit_count])
+        return out
+
+    @torch.no_grad()
+    def log_likelihoods(self, task: str, rows: list[dict], batch_size: int = 16) -> list[tuple[float, int]]:
+        """(summed log-probability, token count) of each row's `task` response given its prompt."""
+        examples = [self.formatter.example(task, row) for row in rows]
+        out = []
+        for first in range(0, len(examples), batch_size):
+            batch = {
+                k: v.to(self.model.device) for k, v in collate(examples[first : first + batch_size], self.tokenizer.pad_token_id).items()
+            }
+            logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            sums, counts = row_losses(logits, batch["labels"])
+            out += [(-float(s), int(c)) for s, c in zip(sums, counts)]
+        return out
+
+
+class AllowedTokens(LogitsProcessor):
+    """Every token outside `allowed` gets probability 0."""
+
+    def __init__(self, allowed: list[int]) -> None:
+        self.allowed = torch.tensor(sorted(set(allowed)))
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        masked = torch.full_like(scores, float("-inf"))
+        masked[:, self.allowed.to(scores.device)] = scores[:, self.allowed.to(scores.device)]
+        return masked

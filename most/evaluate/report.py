@@ -1,0 +1,203 @@
+"""Stage `report`: every evaluation's headline with its 95% CI, the training summary, plots, provenance.
+
+`results/<run>/report.json` holds, per metric, an object {value (a fraction), n, ci_low, ci_high}:
+`asr.wer`, `tts.wer`, `tts.cer`, `audio_lm.accuracy`, `spoken_qa.s2t_accuracy`, `spoken_qa.s2s_accuracy`
+(null when not measured), plus details, the config hash, the git commit and the content hashes of
+every input. `report.md` shows the same as tables; `report_plots/` holds the loss curves, the metric
+bars and the expert-load heatmap. All of it is also logged to the pipeline's parent MLflow run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+from most.io import atomic_directory, tree_md5, write_json
+from most.plots import expert_load_heatmap, loss_curves, metric_bars
+from most.stages import StageResult
+
+log = logging.getLogger(__name__)
+
+
+def _metric(value: float, n: int, ci) -> dict:
+    return {"value": value, "n": n, "ci_low": ci[0], "ci_high": ci[1]}
+
+
+def _read(folder, name: str = "metrics.json") -> dict:
+    return json.loads((Path(folder) / name).read_text())
+
+
+def headline(inputs: dict) -> dict:
+    """The report's metrics from the evaluation outputs."""
+    asr, tts, audio_lm, qa = (_read(inputs[name]) for name in ("eval_asr", "eval_tts", "eval_audio_lm", "eval_spoken_qa"))
+    primary = asr["sets"][asr["primary"]]
+    average = audio_lm["average"]
+    return {
+        "asr": {
+            "wer": _metric(primary["wer"], primary["utterances"], primary["wer_ci"]),
+            "utterance_mean_wer": _metric(primary["utterance_mean_wer"], primary["utterances"], primary["utterance_mean_wer_ci"]),
+            "chance_wer": primary["wer_chance"],
+            "set": asr["primary"],
+            "sets": {
+                name: (
+                    {"skipped": values["skipped"]}
+                    if "skipped" in values
+                    else {"wer": _metric(values["wer"], values["utterances"], values["wer_ci"]), "chance_wer": values["wer_chance"]}
+                )
+                for name, values in asr["sets"].items()
+            },
+        },
+        "tts": {
+            "wer": _metric(tts["wer"], tts["utterances"], tts["wer_ci"]),
+            "cer": _metric(tts["cer"], tts["utterances"], tts["cer_ci"]),
+            "ceiling": _ceiling(inputs["ceiling"], tts["split"]),
+            "judge": tts["judge"]["kind"],
+        },
+        "audio_lm": {
+            "accuracy": _metric(average["accuracy"], average["pairs"], average["ci"]),
+            "score": average["score"],
+            "kinds": {
+                kind: {name: _metric(v["accuracy"], v["pairs"], v["ci"]) for name, v in scores.items()}
+                for kind, scores in audio_lm["kinds"].items()
+            },
+            "chance": 0.5,
+        },
+        "spoken_qa": {
+            "s2t_accuracy": _metric(qa["s2t"]["accuracy"], qa["s2t"]["questions"], qa["s2t"]["ci"]),
+            "s2t_exact_match": _metric(qa["s2t"]["exact_match"], qa["s2t"]["questions"], qa["s2t"]["exact_match_ci"]),
+            "s2s_accuracy": _metric(qa["s2s"]["accuracy"], qa["s2s"]["questions"], qa["s2s"]["ci"]) if "s2s" in qa else None,
+            "s2s_exact_match": _metric(qa["s2s"]["exact_match"], qa["s2s"]["questions"], qa["s2s"]["exact_match_ci"])
+            if "s2s" in qa
+            else None,
+            "t2t_accuracy": _metric(qa["t2t"]["accuracy"], qa["t2t"]["questions"], qa["t2t"]["ci"]) if "t2t" in qa else None,
+        },
+    }
+
+
+def _ceiling(path, split: str) -> dict:
+    """The judge on the split's original recordings and on their resynthesis (stage unit_ceiling)."""
+    measured = json.loads(Path(path).read_text()).get(split, {})
+    return {key: measured[key] for key in ("judge_wer_original", "resynth_wer", "utterances") if key in measured}
+
+
+def _row(label: str, metric: dict | None, reference: str = "") -> str:
+    if metric is None:
+        return f"| {label} | not measured | | | {reference} |"
+    return f"| {label} | {metric['value']:.3f} | {metric['ci_low']:.3f}–{metric['ci_high']:.3f} | {metric['n']} | {reference} |"
+
+
+def markdown(report: dict) -> str:
+    asr, tts, audio_lm, qa = report["asr"], report["tts"], report["audio_lm"], report["spoken_qa"]
+    ceiling = tts["ceiling"]
+    lines = [
+        f"# MoST report: run `{report['run']}`",
+        "",
+        f"Model: the instruction-tuned checkpoint. Config hash `{report['config_hash']}`, git commit `{report['git']['git.commit']}`"
+        f"{' (uncommitted changes)' if report['git']['git.dirty'] == 'true' else ''}. Fractions, not percent; CIs are 95% bootstrap over test items.",
+        "",
+        "| Metric | Value | 95% CI | n | Reference |",
+        "|---|---|---|---|---|",
+        _row(f"ASR WER ({asr['set']})", asr["wer"], f"chance {asr['chance_wer']:.3f}"),
+        _row(f"ASR WER, utterance mean ({asr['set']})", asr["utterance_mean_wer"]),
+        _row(f"TTS WER ({tts['judge']} judge)", tts["wer"], f"resynthesis ceiling {ceiling.get('resynth_wer', float('nan')):.3f}"),
+        _row("TTS CER", tts["cer"]),
+        _row(
+            f"Audio LM accuracy (mean of {', '.join(audio_lm['kinds'])}; {audio_lm['score']} log-likelihood)",
+            audio_lm["accuracy"],
+            "chance 0.5",
+        ),
+        _row("Spoken QA S→T accuracy (containment)", qa["s2t_accuracy"]),
+        _row("Spoken QA S→T exact match", qa["s2t_exact_match"]),
+        _row("Spoken QA S→S accuracy (containment, judged)", qa["s2s_accuracy"]),
+        _row("Spoken QA S→S exact match", qa["s2s_exact_match"]),
+        _row("Same questions written, T→T accuracy (no speech path)", qa["t2t_accuracy"]),
+        "",
+        "## ASR per test set",
+        "",
+        "| Set | WER | 95% CI | n | Chance WER |",
+        "|---|---|---|---|---|",
+    ]
+    for name, values in asr["sets"].items():
+        if "skipped" in values:
+            lines.append(f"| {name} | skipped: {values['skipped']} | | | |")
+        else:
+            wer = values["wer"]
+            lines.append(
+                f"| {name} | {wer['value']:.3f} | {wer['ci_low']:.3f}–{wer['ci_high']:.3f} | {wer['n']} | {values['chance_wer']:.3f} |"
+            )
+    lines += [
+        "",
+        "## Audio LM per kind (pair accuracy; chance 0.5)",
+        "",
+        "| Kind | Mean log-lik. | Sum log-lik. | Pairs |",
+        "|---|---|---|---|",
+    ]
+    for kind, scores in audio_lm["kinds"].items():
+        mean, total = scores["mean"], scores["sum"]
+        lines.append(
+            f"| {kind} | {mean['value']:.3f} ({mean['ci_low']:.3f}–{mean['ci_high']:.3f}) | {total['value']:.3f} ({total['ci_low']:.3f}–{total['ci_high']:.3f}) | {mean['n']} |"
+        )
+    lines += ["", "## Training", "", "| Stage | Steps | Train loss start → end | Dev ASR WER |", "|---|---|---|---|"]
+    for stage, summary in report["training"].items():
+        lines.append(
+            f"| {stage} | {summary['steps']} | {summary['loss_start']:.3f} → {summary['loss_end']:.3f} | {summary['dev_asr_wer']:.3f} |"
+        )
+    lines += ["", "## Plots", ""] + [f"![{name}](report_plots/{name})" for name in report["plots"]]
+    lines += ["", "## Inputs (content md5)", "", *[f"- `{name}`: `{digest}`" for name, digest in report["inputs"].items()], ""]
+    return "\n".join(lines)
+
+
+def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult:
+    from most.tracking import git_state
+
+    report = headline(inputs)
+    training = {}
+    for stage in ("posttrain", "instruct"):
+        summary = _read(inputs[stage], "summary.json")
+        training[stage] = {key: summary[key] for key in ("steps", "seconds", "dev_asr_wer", "dev_loss_start", "dev_loss_end")}
+        training[stage] |= {key: sum(summary[key].values()) / len(summary[key]) for key in ("loss_start", "loss_end")}
+    report |= {
+        "run": cfg["run"],
+        "config_hash": hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16],
+        "git": git_state(),
+        "inputs": {name: tree_md5(path) for name, path in sorted(inputs.items())},
+        "training": training,
+    }
+    plots = Path(outputs["report_plots"])
+    with atomic_directory(plots) as folder:
+        histories = {stage: json.loads((Path(inputs[stage]) / "history.json").read_text()) for stage in ("posttrain", "instruct")}
+        loss_curves(histories, folder / "loss_curves.png")
+        bars = [
+            {"label": "ASR WER", **_bar(report["asr"]["wer"]), "reference": report["asr"]["chance_wer"]},
+            {"label": "TTS WER", **_bar(report["tts"]["wer"]), "reference": report["tts"]["ceiling"].get("resynth_wer")},
+            {"label": "audio-LM accuracy", **_bar(report["audio_lm"]["accuracy"]), "reference": 0.5},
+            *[
+                {"label": f"spoken QA {name}", **_bar(report["spoken_qa"][f"{name}_accuracy"])}
+                for name in ("s2t", "s2s")
+                if report["spoken_qa"][f"{name}_accuracy"] is not None
+            ],
+        ]
+        metric_bars(bars, folder / "metrics.png")
+        load = json.loads((Path(inputs["instruct"]) / "expert_load.json").read_text())["expert_load"]
+        if load:
+            expert_load_heatmap(load, folder / "expert_load.png", "instruct: expert load per modality and MoE layer")
+    report["plots"] = sorted(path.name for path in plots.glob("*.png"))
+    write_json(report, Path(outputs["report_json"]))
+    Path(outputs["report"]).write_text(markdown(report))
+    log.info("report: %s", Path(outputs["report"]))
+    headline_metrics = {
+        "asr.wer": report["asr"]["wer"]["value"],
+        "tts.wer": report["tts"]["wer"]["value"],
+        "audio_lm.accuracy": report["audio_lm"]["accuracy"]["value"],
+        "spoken_qa.s2t_accuracy": report["spoken_qa"]["s2t_accuracy"]["value"],
+    }
+    if report["spoken_qa"]["s2s_accuracy"]:
+        headline_metrics["spoken_qa.s2s_accuracy"] = report["spoken_qa"]["s2s_accuracy"]["value"]
+    files = [Path(outputs["report"]), Path(outputs["report_json"]), *sorted(plots.glob("*.png"))]
+    return StageResult(metrics=headline_metrics, artifacts=files, parent_metrics=headline_metrics, parent_artifacts=files)
+
+
+def _bar(metric: dict) -> dict:
+    return {"value": metric["value"], "ci_low": metric["ci_low"], "ci_high": metric["ci_high"]}

@@ -1,0 +1,122 @@
+"""Stage `eval_spoken_qa`: spoken questions answered in text (S->T) and in speech (S->S).
+
+S->T: the spoken_qa prompt (question as units) -> a greedy text answer. S->S: that answer spoken by
+the same model (its TTS task) -> the run's vocoder -> the judge ASR -> the transcript is the answer,
+as a listener hears it. Scoring, both after the Whisper normaliser: an answer is correct if any gold
+answer appears in it as whole words (containment, the Spectron/Moshi rule), and exactly correct if
+it equals one (exact match, the official MoST script's rule). Bootstrap 95% CIs over questions.
+Beside them, T->T: the same questions written (`text_qa` template), what the model knows without
+the speech path; S->T far below T->T means the speech input, not the knowledge, limits the answers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from most.evaluate.normalize import normalize
+from most.evaluate.stats import bootstrap_ratio
+from most.io import atomic_directory, write_json, write_jsonl
+from most.stages import StageResult
+
+log = logging.getLogger(__name__)
+
+
+def contains_answer(response: str, answers: list[str]) -> bool:
+    """Any normalised gold answer occurs in the normalised response as a run of whole words."""
+    said = f" {normalize(response)} "
+    return any(gold.strip() and f" {gold} " in said for gold in map(normalize, answers))
+
+
+def exact_match(response: str, answers: list[str]) -> bool:
+    said = normalize(response)
+    return bool(said) and any(said == normalize(gold) for gold in answers)
+
+
+def scored(responses: list[str], answers: list[list[str]], seed: int) -> dict:
+    contained = [float(contains_answer(r, a)) for r, a in zip(responses, answers)]
+    exact = [float(exact_match(r, a)) for r, a in zip(responses, answers)]
+    ones = [1] * len(responses)
+    return {
+        "accuracy": sum(contained) / len(contained),
+        "ci": bootstrap_ratio(contained, ones, seed),
+        "exact_match": sum(exact) / len(exact),
+        "exact_match_ci": bootstrap_ratio(exact, ones, seed),
+        "questions": len(responses),
+        "per_question": contained,
+    }
+
+
+def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult:
+    import datasets
+    import soundfile
+
+    from most.evaluate.generate import Checkpoint
+    from most.evaluate.tts import speak_and_judge
+    from most.speech import corpus
+    from most.speech.ceiling import Speaker
+    from most.speech.judge import make_judge
+    from most.speech.units import UnitTokenizer
+
+    settings, seed, started = cfg["evaluate"], cfg["seed"], time.time()
+    test = datasets.load_from_disk(str(Path(inputs["tokens"]) / "test"))
+    rows = [row for row in test if row["task"] == "spoken_qa"]
+    unanswerable = [row["id"] for row in rows if not (row["answers"] or row["response"])]
+    rows = [row for row in rows if row["answers"] or row["response"]][: settings["qa_questions"]]
+    if len(rows) < 2:
+        raise ValueError(f"eval_spoken_qa: {inputs['tokens']}/test has {len(rows)} spoken_qa questions with answers; at least 2 are needed")
+    answers = [row["answers"] or [row["response"]] for row in rows]
+    checkpoint = Checkpoint.load(Path(inputs["instruct"]), cfg["tasks"]["templates"], threads)
+    text_answers = checkpoint.generate_text("spoken_qa", rows, settings["qa_max_new_tokens"])
+    result = {"s2t": scored(text_answers, answers, seed), "unanswerable_skipped": len(unanswerable)}
+    if "text_qa" in cfg["tasks"]["templates"]:
+        written = checkpoint.generate_text("text_qa", [{"text": row["text"]} for row in rows], settings["qa_max_new_tokens"])
+        result["t2t"] = scored(written, answers, seed)
+    log.info(
+        "eval_spoken_qa S->T: accuracy %.3f (95%% CI %.3f-%.3f), exact %.3f over %d",
+        result["s2t"]["accuracy"],
+        *result["s2t"]["ci"],
+        result["s2t"]["exact_match"],
+        len(rows),
+    )
+    spoken_rows = rows[: settings["qa_speech_answers"]]
+    spoken = None
+    if len(spoken_rows) >= 2:
+        speaker = Speaker(Path(inputs["vocoder"]), UnitTokenizer.load(Path(inputs["kmeans"])), cfg["voice"])
+        judge = make_judge(cfg["judge"], corpus.training_texts(inputs["prepare"]), seed, threads)
+        spoken = speak_and_judge(checkpoint, speaker, judge, text_answers[: len(spoken_rows)], settings, seed)
+        result["s2s"] = scored(spoken["transcripts"], answers[: len(spoken_rows)], seed)
+        # the same questions in text: how much the spoken answer loses to the vocoder and the judge
+        result["s2s"]["s2t_accuracy_same_questions"] = sum(result["s2t"]["per_question"][: len(spoken_rows)]) / len(spoken_rows)
+        result["judge"] = judge.describe()
+        log.info(
+            "eval_spoken_qa S->S: accuracy %.3f (95%% CI %.3f-%.3f) over %d",
+            result["s2s"]["accuracy"],
+            *result["s2s"]["ci"],
+            len(spoken_rows),
+        )
+    result["seconds"] = round(time.time() - started, 1)
+    with atomic_directory(outputs["eval_spoken_qa"]) as out:
+        write_json(result, out / "metrics.json")
+        transcripts = spoken["transcripts"] if spoken else []
+        write_jsonl(
+            [
+                {
+                    "id": row["id"],
+                    "question": row["text"],
+                    "answers": gold,
+                    "s2t": said,
+                    "s2s": transcripts[i] if i < len(transcripts) else None,
+                }
+                for i, (row, gold, said) in enumerate(zip(rows, answers, text_answers))
+            ],
+            out / "answers.jsonl",
+        )
+        for row, wave in list(zip(spoken_rows, spoken["waves"] if spoken else []))[: settings["keep_wavs"]]:
+            soundfile.write(out / f"{row['id']}.answer.wav", wave, 16000)
+    metrics = {"s2t_accuracy": result["s2t"]["accuracy"], "s2t_exact_match": result["s2t"]["exact_match"]}
+    if "s2s" in result:
+        metrics |= {"s2s_accuracy": result["s2s"]["accuracy"], "s2s_exact_match": result["s2s"]["exact_match"]}
+    folder = Path(outputs["eval_spoken_qa"])
+    return StageResult(metrics=metrics, artifacts=[folder / "metrics.json", folder / "answers.jsonl", *sorted(folder.glob("*.wav"))])

@@ -1,0 +1,100 @@
+"""Stage `eval_tts`: the model speaks the test texts; the judge ASR transcribes what it said.
+
+For the first `evaluate.tts_utterances` texts of the test split: TTS prompt -> units (sampled,
+seeded; only unit tokens allowed) -> the run's vocoder -> the judge (`judge` section) -> WER and
+CER against the text, each with a bootstrap 95% CI. The report shows them beside the resynthesis
+ceiling (`units/ceiling.json`: the same judge on the test recordings resynthesized through the same
+units and vocoder, the best WER any model can reach here). A few wavs are kept in the output folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from most.evaluate.normalize import character_error_rate, word_error_rate
+from most.evaluate.stats import bootstrap_ratio
+from most.io import atomic_directory, write_json, write_jsonl
+from most.stages import StageResult
+
+log = logging.getLogger(__name__)
+SPLIT = "test"
+
+
+def speak_and_judge(checkpoint, speaker, judge, texts: list[str], settings: dict, seed: int) -> dict:
+    """Units for each text from the model, vocoded and transcribed: transcripts, units and waves."""
+    rows = [{"text": text} for text in texts]
+    units = checkpoint.generate_units("tts", rows, settings["tts_max_units"], settings["tts_temperature"], settings["tts_top_k"], seed)
+    waves = [speaker.speak(u) if u else _silence() for u in units]
+    return {"units": units, "waves": waves, "transcripts": judge.transcribe(waves)}
+
+
+def _silence():
+    import numpy as np
+
+    return np.zeros(1600, dtype="float32")  # no units: 0.1 s of silence, judged (and scored) as such
+
+
+def error_rates(references: list[str], hypotheses: list[str], seed: int) -> dict:
+    words, characters = word_error_rate(references, hypotheses), character_error_rate(references, hypotheses)
+    return {
+        "wer": words["wer"],
+        "wer_ci": bootstrap_ratio(words["errors"], words["lengths"], seed),
+        "utterance_mean_wer": words["utterance_mean"],
+        "cer": characters["cer"],
+        "cer_ci": bootstrap_ratio(characters["errors"], characters["lengths"], seed),
+        "utterances": words["utterances"],
+        "words": words["words"],
+        "per_utterance": {"errors": words["errors"], "words": words["lengths"]},
+    }
+
+
+def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult:
+    import datasets
+    import soundfile
+
+    from most.evaluate.generate import Checkpoint
+    from most.speech import corpus
+    from most.speech.ceiling import Speaker
+    from most.speech.judge import make_judge
+    from most.speech.units import UnitTokenizer
+
+    settings, seed, started = cfg["evaluate"], cfg["seed"], time.time()
+    rows = [row for row in datasets.load_from_disk(str(Path(inputs["tokens"]) / SPLIT)) if row["task"] == "asr"][
+        : settings["tts_utterances"]
+    ]
+    if len(rows) < 2:
+        raise ValueError(f"eval_tts: {inputs['tokens']}/{SPLIT} has {len(rows)} asr utterances; at least 2 are needed")
+    checkpoint = Checkpoint.load(Path(inputs["instruct"]), cfg["tasks"]["templates"], threads)
+    speaker = Speaker(Path(inputs["vocoder"]), UnitTokenizer.load(Path(inputs["kmeans"])), cfg["voice"])
+    judge = make_judge(cfg["judge"], corpus.training_texts(inputs["prepare"]), seed, threads)
+    texts = [row["text"] for row in rows]
+    spoken = speak_and_judge(checkpoint, speaker, judge, texts, settings, seed)
+    result = error_rates(texts, spoken["transcripts"], seed)
+    result |= {
+        "split": SPLIT,
+        "empty_outputs": sum(1 for u in spoken["units"] if not u),
+        "units_per_word": sum(map(len, spoken["units"])) / max(1, sum(len(t.split()) for t in texts)),
+        "reference_units_per_word": sum(len(r["units"]) for r in rows) / max(1, sum(len(t.split()) for t in texts)),
+        "judge": judge.describe(),
+        "sampling": {"temperature": settings["tts_temperature"], "top_k": settings["tts_top_k"], "max_units": settings["tts_max_units"]},
+        "seconds": round(time.time() - started, 1),
+    }
+    log.info("eval_tts: WER %.3f (95%% CI %.3f-%.3f), CER %.3f", result["wer"], *result["wer_ci"], result["cer"])
+    with atomic_directory(outputs["eval_tts"]) as out:
+        write_json(result, out / "metrics.json")
+        write_jsonl(
+            [
+                {"id": r["id"], "text": t, "transcript": h, "units": len(u)}
+                for r, t, h, u in zip(rows, texts, spoken["transcripts"], spoken["units"])
+            ],
+            out / "transcripts.jsonl",
+        )
+        for row, wave in list(zip(rows, spoken["waves"]))[: settings["keep_wavs"]]:
+            soundfile.write(out / f"{row['id']}.wav", wave, 16000)
+    folder = Path(outputs["eval_tts"])
+    return StageResult(
+        metrics={"wer": result["wer"], "cer": result["cer"], "utterance_mean_wer": result["utterance_mean_wer"]},
+        artifacts=[folder / "metrics.json", folder / "transcripts.jsonl", *sorted(folder.glob("*.wav"))],
+    )

@@ -1,0 +1,110 @@
+"""Evaluation through the real workflow: the four evaluations, the report, the ablations target and
+the inference commands, on the tiny run (its numbers are those of a 6-step model: the contract is
+tested here; the embedded default's numbers are in the closing notes and benchmarks/README.md)."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import soundfile
+
+from tests.conftest import run, snakemake_plan
+
+LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
+HEADLINE = [("asr", "wer"), ("tts", "wer"), ("audio_lm", "accuracy"), ("spoken_qa", "s2t_accuracy"), ("spoken_qa", "s2s_accuracy")]
+
+
+def results(repo) -> Path:
+    return repo / "results" / "embedded"
+
+
+def test_the_report_holds_every_evaluation_with_its_interval(ran_repo):
+    report = json.loads((results(ran_repo) / "report.json").read_text())
+    for section, name in HEADLINE:
+        metric = report[section][name]
+        assert set(metric) == {"value", "n", "ci_low", "ci_high"}, (section, name)
+        assert 0 <= metric["ci_low"] <= metric["value"] <= metric["ci_high"] and metric["n"] >= 2, (section, name, metric)
+        assert metric["value"] <= 1 or name == "wer"  # accuracies are fractions; a WER may pass 1 (insertions)
+    assert report["asr"]["set"] == "test" and report["asr"]["wer"]["n"] == 4  # evaluate.asr_utterances of the tiny config
+    # the tiny corpus has 2 test questions (fewer than evaluate.qa_questions): all are answered both ways
+    assert report["spoken_qa"]["s2t_accuracy"]["n"] == 2 and report["spoken_qa"]["s2s_accuracy"]["n"] == 2
+    assert report["spoken_qa"]["t2t_accuracy"]["n"] == 2
+    assert set(report["audio_lm"]["kinds"]) == {"swuggy", "sblimp", "storycloze"}
+    assert report["tts"]["ceiling"]["resynth_wer"] >= 0 and report["tts"]["judge"] == "whisper"
+    librivox = report["asr"]["sets"]["librivox"]
+    assert ("wer" in librivox) == LIBRIVOX.exists() and ("skipped" in librivox) != LIBRIVOX.exists()
+    assert re.fullmatch(r"[0-9a-f]{16}", report["config_hash"]) and re.fullmatch(r"[0-9a-f]{40}", report["git"]["git.commit"])
+    assert set(report["inputs"]) == {"ceiling", "posttrain", "instruct", "eval_asr", "eval_tts", "eval_audio_lm", "eval_spoken_qa"}
+    markdown = (results(ran_repo) / "report.md").read_text()
+    for label in ("ASR WER (test)", "TTS WER (whisper judge)", "Audio LM accuracy", "Spoken QA S→T accuracy", "Spoken QA S→S accuracy"):
+        assert label in markdown
+    for plot in ("loss_curves.png", "metrics.png", "expert_load.png"):
+        assert (results(ran_repo) / "report_plots" / plot).stat().st_size > 1000 and f"report_plots/{plot}" in markdown
+
+
+def test_the_evaluations_keep_their_items_and_samples(ran_repo):
+    asr = [json.loads(line) for line in (results(ran_repo) / "eval" / "asr" / "transcripts.jsonl").read_text().splitlines()]
+    assert {row["set"] for row in asr} >= {"test", "test_neural"} and all("hypothesis" in row for row in asr)
+    tts = json.loads((results(ran_repo) / "eval" / "tts" / "metrics.json").read_text())
+    assert tts["utterances"] == 3 and 0 <= tts["cer"] and tts["sampling"]["top_k"] == 20
+    wavs = sorted((results(ran_repo) / "eval" / "tts").glob("*.wav"))
+    assert len(wavs) == 1 and soundfile.info(str(wavs[0])).samplerate == 16000 and soundfile.info(str(wavs[0])).frames > 0
+    pairs = json.loads((results(ran_repo) / "eval" / "audio_lm" / "pairs.json").read_text())
+    assert set(pairs["sblimp"]) == {"mean", "sum"} and all(v in (0.0, 0.5, 1.0) for v in pairs["sblimp"]["mean"].values())
+    answers = [json.loads(line) for line in (results(ran_repo) / "eval" / "spoken_qa" / "answers.jsonl").read_text().splitlines()]
+    assert len(answers) == 2 and all(a["s2s"] is not None and a["s2t"] is not None for a in answers)
+
+
+def test_snakemake_report_renders_the_report(ran_repo, tmp_path):
+    html = tmp_path / "report.html"
+    run(["snakemake", "--report", str(html)], ran_repo)
+    text = html.read_text()
+    assert "report.md" in text and "metrics.png" in text and "loss_curves.png" in text
+
+
+def test_the_ablations_target_shares_upstream_stages_and_compares_variants(fresh_copy, tmp_path):
+    assert snakemake_plan(fresh_copy, "ablations") == {"stage_config[stage=ablations]", "ablations"}
+    run(["snakemake", "--cores", "all", "ablations"], fresh_copy)
+    table = json.loads((results(fresh_copy) / "ablations.json").read_text())
+    assert table["baseline"] == "mamoe" and set(table["variants"]) == {"mamoe", "plain_moe", "no_shared"}
+    for name, row in table["variants"].items():
+        assert row["steps"] == 4 and row["asr_utterances"] == 3 and row["audio_lm_pair_count"] > 0
+        if name != "mamoe":
+            low, high = row["asr_wer_minus_baseline_ci"]
+            assert low <= row["asr_wer_minus_baseline"] <= high
+    markdown = (results(fresh_copy) / "ablations.md").read_text()
+    assert all(f"| {name} |" in markdown for name in table["variants"])
+    assert not list((results(fresh_copy) / "checkpoints").glob("ablation-*"))
+    html = tmp_path / "report.html"
+    run(["snakemake", "--report", str(html), "all", "ablations"], fresh_copy)
+    assert "ablations.md" in html.read_text()
+
+
+def test_most_asr_transcribes_wav_files(ran_repo):
+    wavs = sorted((results(ran_repo) / "download").rglob("asr-test-0000*.flac"))[:2]
+    assert wavs, "no test recordings in the tiny run"
+    result = run(["most", "asr", *map(str, wavs)], ran_repo)
+    lines = result.stdout.splitlines()
+    assert len(lines) == len(wavs) and all(line.split("\t")[0] == str(wav) for line, wav in zip(lines, wavs))
+
+
+@pytest.mark.skipif(
+    not LIBRIVOX.exists(), reason="Debian package pocketsphinx-testdata not installed (apt-get install pocketsphinx-testdata)"
+)
+def test_most_asr_on_a_real_librivox_clip(ran_repo):
+    clip = LIBRIVOX / "sense_and_sensibility_01_austen_64kb-0880.wav"
+    result = run(["most", "asr", str(clip)], ran_repo)
+    assert len(result.stdout.splitlines()) == 1  # one transcript line (its quality: see the report's librivox row)
+
+
+def test_most_tts_and_most_ask(ran_repo, tmp_path):
+    out = tmp_path / "spoken.wav"
+    run(["most", "tts", "the cook finds a red ball", "-o", str(out)], ran_repo)
+    info = soundfile.info(str(out))
+    assert info.samplerate == 16000 and info.frames > 0
+    question = next((results(ran_repo) / "download").rglob("spoken_qa-test-00000.flac"))
+    result = run(["most", "ask", str(question)], ran_repo)
+    assert len(result.stdout.splitlines()) == 1
+    missing = run(["most", "asr", str(question), "--model", str(tmp_path / "nowhere")], ran_repo, check=False)
+    assert missing.returncode == 1 and "no MoST model here" in missing.stderr

@@ -1,0 +1,112 @@
+"""The evaluation's scoring rules on hand-computed cases: normaliser, WER/CER, pair scoring,
+answer matching, macro-averaged intervals, the allowed-token mask and the report's contract."""
+
+import math
+
+import pytest
+import torch
+
+from most.evaluate.audio_lm import accuracy, pair_scores
+from most.evaluate.generate import AllowedTokens
+from most.evaluate.normalize import character_error_rate, normalize, word_error_rate
+from most.evaluate.spoken_qa import contains_answer, exact_match, scored
+from most.evaluate.stats import bootstrap_macro_mean
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("What is 7 plus 4?", "what is 7 +4"),  # Whisper writes "plus four" as "+4", on both sides alike
+        ("what is seven plus four", "what is 7 +4"),
+        ("Twenty-one apples, and one hundred and five pears.", "21 apples and 105 pears"),
+        ("The grey colour of my neighbour's favourite hat", "the gray color of my neighbor is favorite hat"),
+        ("Anna's ball isn't red [laughs]", "anna is ball is not red"),
+        ("Um, uh, I mean (pause) hmm okay", "i mean okay"),
+        ("It costs $5 and ten cents", "it costs $5.10"),
+        ("Mr. Smith and Dr. Jones", "mister smith and doctor jones"),
+        ("theatre centre organise", "theater center organize"),
+        ("Café naïve", "cafe naive"),
+        ("  ", ""),
+    ],
+)
+def test_normalizer_matches_whispers_english_normalizer(text, expected):
+    assert normalize(text) == expected
+
+
+def test_wer_hand_computed():
+    scored_ = word_error_rate(["a b c", "d e"], ["a x c y", ""])
+    # "a b c" -> "a x c y": 1 substitution + 1 insertion; "d e" -> "": 2 deletions
+    assert scored_["errors"] == [2, 2] and scored_["lengths"] == [3, 2]
+    assert (scored_["substitutions"], scored_["deletions"], scored_["insertions"]) == (1, 2, 1)
+    assert scored_["wer"] == pytest.approx(4 / 5)
+    assert scored_["utterance_mean"] == pytest.approx((2 / 3 + 1) / 2)
+
+
+def test_wer_with_empty_references():
+    scored_ = word_error_rate(["", "a b", "uh"], ["x y", "a b", ""])  # "uh" normalises to nothing
+    assert scored_["errors"] == [2, 0, 0] and scored_["lengths"] == [0, 2, 0]
+    assert scored_["wer"] == pytest.approx(1.0)  # the two inserted words over two reference words
+    assert scored_["insertions"] == 2 and scored_["empty_references"] == 2
+    assert scored_["utterance_mean"] == 0.0  # undefined for empty references: left out
+    assert word_error_rate(["", "a"], ["", "a"])["wer"] == 0.0
+    with pytest.raises(ValueError, match="no non-empty reference"):
+        word_error_rate(["", "[noise]"], ["a", "b"])
+    with pytest.raises(ValueError, match="2 references but 1 hypotheses"):
+        word_error_rate(["a", "b"], ["a"])
+
+
+def test_wer_normalizes_both_sides():
+    scored_ = word_error_rate(["what is seven plus four", "the grey cat"], ["What is 7 plus 4?", "the gray hat"])
+    assert scored_["wer"] == pytest.approx(1 / 7) and scored_["words"] == 7
+
+
+def test_cer_counts_characters_and_spaces():
+    assert character_error_rate(["ab cd"], ["ab xd"])["cer"] == pytest.approx(1 / 5)
+    assert character_error_rate(["ab cd"], ["abcd"])["cer"] == pytest.approx(1 / 5)  # the space deleted
+    assert character_error_rate(["ab"], [""])["cer"] == 1.0
+
+
+def test_pair_scoring_on_planted_log_likelihoods():
+    items = [
+        {"pair_id": "p1", "label": "correct", "score": -1.0, "speaker": "a"},
+        {"pair_id": "p1", "label": "wrong", "score": -2.0, "speaker": "a"},  # right: 1
+        {"pair_id": "p1", "label": "correct", "score": -3.0, "speaker": "b"},
+        {"pair_id": "p1", "label": "wrong", "score": -2.0, "speaker": "b"},  # wrong: 0 -> p1 averages 0.5 over voices
+        {"pair_id": "p2", "label": "correct", "score": -5.0, "speaker": "a"},
+        {"pair_id": "p2", "label": "wrong", "score": -5.0, "speaker": "a"},  # tie: 0.5
+        {"pair_id": "p3", "label": "correct", "score": -0.1, "speaker": "a"},
+        {"pair_id": "p3", "label": "wrong", "score": -9.0, "speaker": "a"},  # right: 1
+        {"pair_id": "p4", "label": "correct", "score": -0.1, "speaker": "a"},  # its other side is missing: left out
+    ]
+    scores = pair_scores(items)
+    assert scores == {"p1": 0.5, "p2": 0.5, "p3": 1.0}
+    result = accuracy(scores, seed=0)
+    assert result["accuracy"] == pytest.approx(2 / 3) and result["pairs"] == 3
+    assert result["ci"][0] <= 2 / 3 <= result["ci"][1]
+    with pytest.raises(ValueError, match="label 'maybe'"):
+        pair_scores([{"pair_id": "p", "label": "maybe", "score": 0.0}])
+
+
+def test_answer_containment_and_exact_match():
+    assert contains_answer("The answer is twelve.", ["twelve"])
+    assert contains_answer("it is 12", ["twelve"])  # numbers normalised on both sides
+    assert contains_answer("she lives in the city", ["in the city", "the city", "city"])
+    assert not contains_answer("a cityscape", ["city"])  # whole words only
+    assert not contains_answer("", ["city"]) and not contains_answer("anything", [""])
+    assert exact_match("Twelve!", ["12"]) and not exact_match("it is twelve", ["twelve"])
+    assert not exact_match("", [""])
+    result = scored(["twelve", "in the city", "no idea", "it is 7"], [["12"], ["the city"], ["ten"], ["seven"]], seed=0)
+    assert result["accuracy"] == 0.75 and result["exact_match"] == 0.25 and result["questions"] == 4
+
+
+def test_macro_mean_interval():
+    assert bootstrap_macro_mean([[1.0] * 5, [0.0] * 9], seed=0) == pytest.approx((0.5, 0.5))
+    low, high = bootstrap_macro_mean([[0.0, 1.0] * 10, [1.0] * 4], seed=0)
+    assert low < 0.75 < high
+
+
+def test_allowed_tokens_mask_everything_else():
+    scores = torch.arange(6, dtype=torch.float).repeat(2, 1)
+    masked = AllowedTokens([1, 3])(torch.zeros(2, 1, dtype=torch.long), scores)
+    assert masked[0, 1] == 1 and masked[0, 3] == 3
+    assert all(math.isinf(float(masked[0, i])) for i in (0, 2, 4, 5))
