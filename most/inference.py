@@ -36,25 +36,18 @@ class Assistant:
 
         if not self.kmeans.exists():
             raise FileNotFoundError(f"no unit tokenizer at {self.kmeans}: run the pipeline, or pass --kmeans")
-        samples, rate = audio.read(wav)
-        mono = samples.mean(1)
-        mono = audio.resample(mono, rate, 16000) if rate != 16000 else mono
-        [(units, durations)] = UnitTokenizer.load(self.kmeans).encode([mono], [str(wav)])
+        [(units, durations)] = UnitTokenizer.load(self.kmeans).encode([audio.read_mono(wav, 16000)], [str(wav)])
         return {"id": str(wav), "units": units, "durations": durations}
 
     def speak(self, text: str, path: Path) -> int:
         """The model speaks `text` through the run's vocoder into `path`; returns the unit count."""
         import soundfile
 
+        from most.evaluate.tts import model_units
         from most.speech.ceiling import Speaker
         from most.speech.units import UnitTokenizer
 
-        settings = self.cfg["evaluate"]
-        [units] = self.checkpoint.generate_units(
-            "tts", [{"text": text}], settings["tts_max_units"], settings["tts_temperature"], settings["tts_top_k"], self.cfg["seed"]
-        )
-        if not units:
-            raise RuntimeError(f"the model produced no speech units for {text!r}")
+        [units] = model_units(self.checkpoint, [text], self.cfg["evaluate"], self.cfg["seed"])
         wave = Speaker(self.vocoder, UnitTokenizer.load(self.kmeans), self.cfg["voice"]).speak(units)
         path.parent.mkdir(parents=True, exist_ok=True)
         soundfile.write(path, wave, 16000)

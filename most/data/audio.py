@@ -29,6 +29,13 @@ def resample(mono: np.ndarray, orig: int, new: int) -> np.ndarray:
     return _resampler(orig, new)(torch.from_numpy(np.ascontiguousarray(mono))).numpy()
 
 
+def read_mono(path: str | os.PathLike, rate: int) -> np.ndarray:
+    """A file's samples mixed down to mono and resampled to `rate` (inputs given by hand or by a test set)."""
+    samples, original = read(path)
+    mono = samples.mean(1)
+    return resample(mono, original, rate) if original != rate else mono
+
+
 def write_flac(path: str | os.PathLike, mono: np.ndarray, rate: int) -> None:
     import soundfile
 

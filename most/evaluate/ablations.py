@@ -30,7 +30,7 @@ def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult
     from transformers import AutoTokenizer
 
     from most.evaluate.asr import asr_wer
-    from most.evaluate.audio_lm import KINDS, pair_scores
+    from most.evaluate.audio_lm import KINDS, pair_items, pair_scores
     from most.evaluate.generate import Checkpoint
     from most.model import MoSTForCausalLM
     from most.train.stage import checkpoint_folder, fit, training_data
@@ -62,18 +62,7 @@ def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult
         checkpoint = Checkpoint(model.eval(), tokenizer, formatter)
         asr = asr_wer(checkpoint, asr_rows, cfg["evaluate"]["max_new_tokens"], seed)
         likelihoods = checkpoint.log_likelihoods(cfg["evaluate"]["audio_lm_task"], pair_rows)
-        score = cfg["evaluate"]["audio_lm_score"]
-        pairs = pair_scores(
-            [
-                {
-                    "pair_id": r["pair_id"],
-                    "label": r["label"],
-                    "speaker": r["speaker"],
-                    "score": total / count if score == "mean" else total,
-                }
-                for r, (total, count) in zip(pair_rows, likelihoods)
-            ]
-        )
+        pairs = pair_scores(pair_items(pair_rows, likelihoods, cfg["evaluate"]["audio_lm_score"]))
         results[name] = {
             "config": overrides,
             "steps": training["steps"],

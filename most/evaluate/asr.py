@@ -65,15 +65,7 @@ def librivox_rows(folder: Path, kmeans: Path) -> list[dict]:
         path = folder / f"{utterance}.wav"
         if not utterance or not path.exists():
             raise ValueError(f"{folder / 'transcription'} line {number}: no clip {path.name} for {line!r}")
-        samples, rate = audio.read(path)
-        mono = samples.mean(1)
-        rows.append(
-            {
-                "id": utterance,
-                "text": text.replace("<s>", "").replace("</s>", "").strip(),
-                "wave": audio.resample(mono, rate, 16000) if rate != 16000 else mono,
-            }
-        )
+        rows.append({"id": utterance, "text": text.replace("<s>", "").replace("</s>", "").strip(), "wave": audio.read_mono(path, 16000)})
     tokenizer = UnitTokenizer.load(kmeans)
     for row, (units, durations) in zip(rows, tokenizer.encode([row.pop("wave") for row in rows], [row["id"] for row in rows])):
         row.update(units=units, durations=durations)

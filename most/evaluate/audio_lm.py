@@ -41,6 +41,15 @@ def pair_scores(items: list[dict]) -> dict[str, float]:
     return {pair_id: sum(values) / len(values) for pair_id, values in sorted(per_pair.items())}
 
 
+def pair_items(rows: list[dict], likelihoods: list[tuple[float, int]], score: str) -> list[dict]:
+    """`pair_scores` items from rows and their (summed log-likelihood, token count): `score` is
+    `mean` (per token) or `sum`."""
+    return [
+        {"pair_id": r["pair_id"], "label": r["label"], "speaker": r["speaker"], "score": total / count if score == "mean" else total}
+        for r, (total, count) in zip(rows, likelihoods)
+    ]
+
+
 def accuracy(scores: dict[str, float], seed: int) -> dict:
     values = list(scores.values())
     return {"accuracy": sum(values) / len(values), "ci": bootstrap_ratio(values, [1] * len(values), seed), "pairs": len(values)}
@@ -61,8 +70,8 @@ def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult
     for kind in KINDS:
         rows = [row for row in test if row["task"] == kind]
         if settings["audio_lm_pairs"]:
-            keep = sorted({row["pair_id"] for row in rows})[: settings["audio_lm_pairs"]]
-            rows = [row for row in rows if row["pair_id"] in set(keep)]
+            keep = set(sorted({row["pair_id"] for row in rows})[: settings["audio_lm_pairs"]])
+            rows = [row for row in rows if row["pair_id"] in keep]
         empty = [row["id"] for row in rows if not row["units"]]
         skipped[kind] = len(empty)
         rows = [row for row in rows if row["units"]]
@@ -72,16 +81,7 @@ def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult
         likelihoods = checkpoint.log_likelihoods(task, rows)
         results[kind], per_pair[kind] = {}, {}
         for score_name in ("mean", "sum"):
-            items = [
-                {
-                    "pair_id": r["pair_id"],
-                    "label": r["label"],
-                    "speaker": r["speaker"],
-                    "score": total / count if score_name == "mean" else total,
-                }
-                for r, (total, count) in zip(rows, likelihoods)
-            ]
-            per_pair[kind][score_name] = pair_scores(items)
+            per_pair[kind][score_name] = pair_scores(pair_items(rows, likelihoods, score_name))
             results[kind][score_name] = accuracy(per_pair[kind][score_name], seed)
         log.info(
             "eval_audio_lm %s: accuracy %.3f (mean) / %.3f (sum) over %d pairs",
