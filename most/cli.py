@@ -64,6 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def usable_threads(requested: int) -> int:
+    """`requested`, but at most this process's share of the CPUs it may run on (a SLURM allocation
+    or taskset; split among the processes `accelerate launch` started on this node)."""
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    share = available // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, min(requested, share))
+
+
 def run_stage(name: str, args: argparse.Namespace) -> int:
     from most import tracking
 
@@ -82,7 +90,7 @@ def run_stage(name: str, args: argparse.Namespace) -> int:
     module = importlib.import_module(stage.module)
     log.info("stage %s: config %s, inputs %s, outputs %s", name, args.config, _show(inputs), _show(outputs))
     with tracking.stage_run(name, view, tracking_settings, inputs, args.config, args.log) as tracked:
-        result = module.run(view, inputs, outputs, threads=max(1, args.threads))
+        result = module.run(view, inputs, outputs, threads=usable_threads(args.threads))
         tracked.log_result(result)
     log.info("stage %s done: %s", name, ", ".join(f"{k}={v}" for k, v in list(result.metrics.items())[:12]))
     return 0

@@ -69,10 +69,31 @@ OUTPUTS: dict[str, str] = {
 _DATA_CODE = ("most/data", "most/io.py", "most/rng.py")
 _SPEECH_CODE = ("most/speech", "most/io.py", "most/rng.py")
 _MODEL_CODE = ("most/model", "most/speech/corpus.py", "most/io.py", "most/rng.py")
-# training decodes dev ASR with the evaluation code; the rest of most/evaluate is not its concern
-_SCORING_CODE = ("most/evaluate/normalize.py", "most/evaluate/stats.py", "most/evaluate/generate.py", "most/evaluate/asr.py")
-_TRAIN_CODE = ("most/train", "most/model", *_SCORING_CODE, "most/io.py", "most/rng.py")
-_EVAL_CODE = ("most/evaluate", "most/train", "most/model", "most/speech", "most/io.py", "most/rng.py")
+# the base LM is transformers' DeepseekV2ForCausalLM: of most/model it uses only these two files
+_BASE_LM_CODE = ("most/model/pretrain_base.py", "most/model/sequences.py", "most/speech/corpus.py", "most/io.py", "most/rng.py")
+# training decodes dev ASR with the evaluation code (and what it imports); the rest of most/evaluate is not its concern
+_SCORING_CODE = (
+    "most/evaluate/normalize.py",
+    "most/evaluate/stats.py",
+    "most/evaluate/generate.py",
+    "most/evaluate/asr.py",
+    "most/data/audio.py",
+    "most/speech/features.py",
+    "most/speech/kmeans.py",
+    "most/speech/units.py",
+)
+_TRAIN_CODE = ("most/train", "most/model", *_SCORING_CODE, "most/plots.py", "most/io.py", "most/rng.py")
+_EVAL_CODE = (
+    "most/evaluate",
+    "most/train",
+    "most/model",
+    "most/speech",
+    "most/data/audio.py",
+    "most/data/sources.py",
+    "most/plots.py",
+    "most/io.py",
+    "most/rng.py",
+)
 
 STAGES: dict[str, Stage] = {
     stage.name: stage
@@ -135,7 +156,7 @@ STAGES: dict[str, Stage] = {
             "pretrain_base",
             "most.model.pretrain_base",
             ("seed", "base_lm"),
-            _MODEL_CODE,
+            _BASE_LM_CODE,
             ("prepare",),
             ("base_lm",),
             "the embedded base LM: a small DeepSeek-V2-shaped MoE LM and its BPE tokenizer",

@@ -77,6 +77,14 @@ def write_config(repo: Path, config: dict) -> None:
     (repo / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
 
+def edit_config(repo: Path, edit) -> None:
+    """Apply `edit(config)` to the repository's config/config.yaml."""
+    path = repo / "config" / "config.yaml"
+    config = yaml.safe_load(path.read_text())
+    edit(config)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+
 def repo_files() -> list[str]:
     """The files a clone of the repository would have (tracked plus untracked, not ignored)."""
     listing = subprocess.run(
@@ -124,8 +132,13 @@ def git_init(repo: Path) -> None:
 def snakemake_plan(repo: Path, *args: str) -> set[str]:
     """Jobs a dry run would execute, as `rule` or `rule[wildcards]` (the `all` target left out)."""
     result = run(["snakemake", "-n", *args], repo)
+    return jobs_in(result.stdout + result.stderr)
+
+
+def jobs_in(output: str) -> set[str]:
+    """Jobs named in Snakemake's output (planned or run), as `rule` or `rule[wildcards]`, `all` left out."""
     jobs, current = [], None
-    for line in (result.stdout + result.stderr).splitlines():
+    for line in output.splitlines():
         match = re.match(r"^(?:local)?rule (\w+):$", line)
         if match:
             current = match.group(1)

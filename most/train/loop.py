@@ -71,10 +71,32 @@ def _sharded(accelerator) -> bool:
     return accelerator.distributed_type.name in ("FSDP", "DEEPSPEED")
 
 
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint could not be written (a full disk, a quota); the complete ones before it are untouched."""
+
+
 def save_checkpoint(folder: Path, step: int, accelerator, wrapped, optimizer, scheduler, batches: MixedBatches, progress: dict, keep: int):
     """Every rank calls this (gathering a sharded model and writing optimizer shards needs them all)."""
     weights = accelerator.get_state_dict(wrapped)
     main, target = accelerator.is_main_process, folder / f"step_{step}"
+    try:
+        _write_checkpoint(target, main, step, accelerator, weights, optimizer, scheduler, batches, progress)
+    except Exception as error:  # torch.save and safetensors report a full disk as RuntimeError/SafetensorError, not OSError
+        previous = latest_checkpoint(folder)
+        kept = f"the newest complete checkpoint, {previous}, is intact" if previous else "there is no earlier checkpoint"
+        free_mb = shutil.disk_usage(folder).free / 2**20
+        raise CheckpointWriteError(
+            f"could not write checkpoint {target} ({error}); {free_mb:.1f} MiB free there. Nothing partial is left and {kept}:"
+            " free space and rerun, training resumes from it"
+        ) from error
+    if main:
+        older = sorted((int(m.group(1)), p) for p in folder.glob("step_*") if (m := CHECKPOINT.match(p.name)))
+        for _, path in older[:-keep]:
+            shutil.rmtree(path)
+    accelerator.wait_for_everyone()
+
+
+def _write_checkpoint(target: Path, main: bool, step: int, accelerator, weights, optimizer, scheduler, batches, progress) -> None:
     with atomic_directory(target) if main else nullcontext(partial_directory(target)) as out:
         accelerator.wait_for_everyone()  # the temporary folder exists
         if _sharded(accelerator):
@@ -86,11 +108,6 @@ def save_checkpoint(folder: Path, step: int, accelerator, wrapped, optimizer, sc
             torch.save({**optimizer_state, "scheduler": scheduler.state_dict(), **rng}, out / "optimizer.pt")
             (out / "state.json").write_text(json.dumps({"step": step, "sampler": batches.state_dict(), "progress": progress}))
         accelerator.wait_for_everyone()  # every shard written before the rename
-    if main:
-        older = sorted((int(m.group(1)), p) for p in folder.glob("step_*") if (m := CHECKPOINT.match(p.name)))
-        for _, path in older[:-keep]:
-            shutil.rmtree(path)
-    accelerator.wait_for_everyone()
 
 
 def load_checkpoint(path: Path, accelerator, optimizer, scheduler, batches: MixedBatches) -> tuple[int, dict]:

@@ -5,7 +5,7 @@ import json
 
 import yaml
 
-from tests.conftest import REPO, run, snakemake_plan
+from tests.conftest import REPO, edit_config, run, snakemake_plan
 
 
 def test_committed_dvc_yaml_matches_a_fresh_export(tmp_path):
@@ -63,3 +63,25 @@ def test_outputs_dvc_already_cached_keep_their_modification_times(fresh_copy):
     assert ceiling.stat().st_mtime_ns >= vocoder.stat().st_mtime_ns
     assert snakemake_plan(fresh_copy) == set()
     assert "Data and pipelines are up to date" in run(["dvc", "status"], fresh_copy).stdout
+
+
+def test_a_pushed_run_pulled_into_a_fresh_clone_is_up_to_date_and_still_reruns_one_stage(fresh_copy, tmp_path):
+    """The owner of a run commits dvc.lock and pushes; a collaborator clones and runs `make pull`."""
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.org"]
+    run([*git, "add", "dvc.lock"], fresh_copy)
+    run([*git, "commit", "-qm", "the run's dvc.lock"], fresh_copy)
+    run(["dvc", "push"], fresh_copy)
+    remote = run(["dvc", "remote", "list"], fresh_copy).stdout.split()[1]
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(fresh_copy), str(clone)], tmp_path)
+    run(["dvc", "remote", "modify", "--local", "local", "url", remote], clone)
+    (clone / ".venv").symlink_to(REPO / ".venv")  # this checkout's venv, never reinstalled (-o): not what this test is about
+    run(["make", "-o", ".venv/.installed", "pull"], clone)
+    assert "Data and pipelines are up to date" in run(["dvc", "status"], clone).stdout
+    assert snakemake_plan(clone) == set()
+    report = "results/embedded/report.json"
+    assert (clone / report).read_bytes() == (fresh_copy / report).read_bytes()
+    # Snakemake knows the pulled run: one evaluation setting reruns the evaluations only
+    edit_config(clone, lambda c: c["evaluate"].__setitem__("tts_top_k", 5))
+    evaluations = {"eval_asr", "eval_tts", "eval_audio_lm", "eval_spoken_qa", "report"}
+    assert snakemake_plan(clone) == evaluations | {f"stage_config[stage={stage}]" for stage in evaluations}

@@ -1,6 +1,10 @@
-"""The data stages through `snakemake --profile slurm` on a real single-node SLURM cluster."""
+"""The whole pipeline through `snakemake --profile slurm` on a real single-node SLURM cluster.
+
+The stages that ask for GPUs in config/paper.yaml ask for none here (`resources.*.gpus: 0`, as in
+the embedded default): the test cluster has CPUs only."""
 
 import filecmp
+import json
 import subprocess
 
 import pytest
@@ -8,7 +12,7 @@ from mlflow import MlflowClient
 
 from tests.conftest import REPO, STAGES, copy_repo, git_init, run, tiny_config, write_config
 
-pytestmark = [pytest.mark.slurm, pytest.mark.slow]  # six minutes: `make test-slow`
+pytestmark = [pytest.mark.slurm, pytest.mark.e2e]  # about six minutes: `make test-e2e`
 CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
 
 
@@ -22,7 +26,7 @@ def cluster():
     subprocess.run([str(CLUSTER), "stop"], capture_output=True, timeout=120)
 
 
-def test_data_stages_run_as_slurm_jobs_with_the_same_results(cluster, ran_repo, tmp_path):
+def test_every_stage_runs_as_a_slurm_job_with_the_same_results(cluster, ran_repo, tmp_path):
     repo = copy_repo(tmp_path / "repo")
     write_config(repo, tiny_config())
     git_init(repo)
@@ -49,6 +53,9 @@ def test_data_stages_run_as_slurm_jobs_with_the_same_results(cluster, ran_repo, 
     ours, local = repo / "results" / "embedded" / "prepare", ran_repo / "results" / "embedded" / "prepare"
     files = sorted(p.relative_to(local) for p in local.rglob("*.json*"))
     assert files and [str(f) for f in files if not filecmp.cmp(ours / f, local / f, shallow=False)] == []
+    # the same numbers as the local run (CPU determinism), the evaluations included
+    ours, local = (json.loads((r / "results" / "embedded" / "report.json").read_text()) for r in (repo, ran_repo))
+    assert {k: ours[k] for k in ("asr", "tts", "audio_lm", "spoken_qa")} == {k: local[k] for k in ("asr", "tts", "audio_lm", "spoken_qa")}
     client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'results' / 'mlflow.db'}")
     stage_runs = client.search_runs([client.get_experiment_by_name("most").experiment_id], "tags.`most.kind` = 'stage'")
     assert {r.info.run_name for r in stage_runs} == set(STAGES)

@@ -3,21 +3,15 @@
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
 
-import yaml
+import pytest
 
 from most import config as most_config
-from tests.conftest import STAGES, env, run, snakemake_plan
-
-
-def edit_config(repo, edit):
-    path = repo / "config" / "config.yaml"
-    config = yaml.safe_load(path.read_text())
-    edit(config)
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
+from tests.conftest import STAGES, edit_config, env, jobs_in, run, snakemake_plan
 
 
 UNIT_STAGES = {"fit_units", "tokenize", "train_vocoder", "unit_ceiling"}
@@ -131,7 +125,36 @@ def test_each_edit_reruns_exactly_the_stages_it_affects(fresh_copy):
     assert snakemake_plan(fresh_copy) == {"unit_ceiling", "posttrain", "instruct"} | EVAL_STAGES
     code = fresh_copy / "most" / "model" / "moe.py"
     code.write_text(code.read_text() + "\n# an edit of the model code\n")
-    assert snakemake_plan(fresh_copy) == {"unit_ceiling"} | MODEL_STAGES | EVAL_STAGES
+    assert snakemake_plan(fresh_copy) == {"unit_ceiling", "graft", "posttrain", "instruct"} | EVAL_STAGES  # the base LM is transformers'
+
+
+@pytest.mark.e2e
+def test_each_one_value_edit_runs_exactly_its_planned_stages(fresh_copy):
+    """The edits of the README's "rerun one stage", each planned by a dry run and then run."""
+
+    def planned_then_run(edit) -> set[str]:
+        edit()
+        plan = snakemake_plan(fresh_copy)
+        result = run(["snakemake", "--cores", "all"], fresh_copy)
+        assert jobs_in(result.stdout + result.stderr) == plan
+        assert snakemake_plan(fresh_copy) == set()
+        return plan
+
+    def views(*stages):
+        return {f"stage_config[stage={stage}]" for stage in stages}
+
+    evaluations = planned_then_run(lambda: edit_config(fresh_copy, lambda c: c["evaluate"].__setitem__("tts_top_k", 5)))
+    assert evaluations == views(*EVAL_STAGES) | EVAL_STAGES
+    learning_rate = planned_then_run(lambda: edit_config(fresh_copy, lambda c: c["instruct"].__setitem__("learning_rate", 0.001)))
+    assert learning_rate == views("instruct", "report") | {"instruct"} | EVAL_STAGES
+    units = planned_then_run(lambda: edit_config(fresh_copy, lambda c: c["units"].__setitem__("k", 48)))
+    assert units == views("fit_units", "tokenize", "report") | UNIT_STAGES | {"graft", "posttrain", "instruct"} | EVAL_STAGES
+    graft_code = fresh_copy / "most" / "model" / "graft.py"
+    model = planned_then_run(lambda: graft_code.write_text(graft_code.read_text() + "\n# an edit of the grafting code\n"))
+    assert model == {"graft", "posttrain", "instruct"} | EVAL_STAGES
+    # code is identified by content: a bare touch (a branch switch, a fresh checkout) reruns nothing
+    os.utime(fresh_copy / "most" / "model" / "moe.py")
+    assert snakemake_plan(fresh_copy) == set()
 
 
 def test_a_rerun_after_an_edit_runs_only_that_stage(fresh_copy):
@@ -143,7 +166,7 @@ def test_a_rerun_after_an_edit_runs_only_that_stage(fresh_copy):
     assert ran == {"stage_config", "unit_ceiling", "report"}  # the report shows the ceiling beside the TTS WER
     assert (vocoder / ".snakemake_timestamp").stat().st_mtime_ns == vocoder_stamp
     ceiling = json.loads((fresh_copy / "results" / "embedded" / "units" / "ceiling.json").read_text())
-    assert {split: values["utterances"] for split, values in ceiling.items() if split != "judge"} == {"dev": 1, "test": 1, "test_neural": 1}
+    assert {split: values["utterances"] for split, values in ceiling.items() if split != "judge"} == {"test": 1, "test_neural": 1}
     assert snakemake_plan(fresh_copy) == set()
 
 
@@ -178,13 +201,50 @@ def test_the_training_stages_write_their_summaries(ran_repo):
 
 def test_the_ceiling_holds_both_numbers_for_every_test_set(ran_repo):
     ceiling = json.loads((ran_repo / "results" / "embedded" / "units" / "ceiling.json").read_text())
-    assert set(ceiling) == {"dev", "test", "test_neural", "judge"}
-    for split in ("dev", "test", "test_neural"):
+    assert set(ceiling) == {"test", "test_neural", "judge"}
+    for split in ("test", "test_neural"):
         assert 0 <= ceiling[split]["judge_wer_original"] and 0 <= ceiling[split]["resynth_wer"]
         assert ceiling[split]["utterances"] == 2 and ceiling[split]["words"] > 0
     assert ceiling["judge"]["kind"] == "whisper"
     samples = sorted(p.name for p in (ran_repo / "results" / "embedded" / "units" / "ceiling_samples").iterdir() if p.suffix == ".flac")
-    assert len(samples) == 6 and any(name.endswith(".resynth.flac") for name in samples)
+    assert len(samples) == 4 and any(name.endswith(".resynth.flac") for name in samples)
+
+
+@pytest.mark.e2e
+def test_corrupt_audio_and_empty_transcripts_in_a_source_are_counted_skipped_and_the_run_completes(fresh_copy):
+    recorded = fresh_copy / "recorded"
+    recorded.mkdir()
+    manifest = fresh_copy / "results" / "embedded" / "prepare" / "manifests" / "train.jsonl"
+    good = [row for row in map(json.loads, manifest.read_text().splitlines()) if row["task"] == "asr"][:6]
+    rows = []
+    for number, row in enumerate(good):
+        name = f"good{number}.flac"
+        shutil.copy(fresh_copy / row["audio"], recorded / name)
+        rows.append({"file_name": name, "text": row["text"], "speaker": "recorded"})
+    (recorded / "corrupt.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt this is not audio")
+    (recorded / "zero-bytes.flac").write_bytes(b"")  # a copy that never finished
+    rows += [
+        {"file_name": "corrupt.wav", "text": "a recording that is not audio"},
+        {"file_name": "zero-bytes.flac", "text": "a recording that was never written"},
+        {"file_name": "good1.flac", "id": "no-text", "text": ""},
+        {"file_name": "good2.flac", "id": "blank-text", "text": "   "},
+    ]
+    (recorded / "metadata.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    edit_config(
+        fresh_copy,
+        lambda c: c["download"].__setitem__("local", [{"name": "recorded", "path": str(recorded), "split": "train", "task": "asr"}]),
+    )
+
+    run(["snakemake", "--cores", "all"], fresh_copy)
+    report = json.loads((fresh_copy / "results" / "embedded" / "prepare" / "quality_report.json").read_text())
+    assert {reason: count for reason, count in report["skipped"].items() if count} == {"unreadable": 2, "empty_transcript": 2}
+    assert report["by_source"]["recorded/speech"]["kept"] == 6
+    details = " ".join(example["detail"] for example in report["examples"]["unreadable"])
+    assert "corrupt.wav" in details and "zero-bytes.flac" in details
+    kept = [json.loads(line) for line in manifest.read_text().splitlines() if json.loads(line)["source"] == "recorded"]
+    assert len(kept) == 6 and all(row["text"] for row in kept)
+    assert json.loads((fresh_copy / "results" / "embedded" / "report.json").read_text())["asr"]["wer"]["n"] > 0
+    assert snakemake_plan(fresh_copy) == set()
 
 
 def test_a_killed_training_job_resumes_from_its_newest_checkpoint(fresh_copy):

@@ -7,7 +7,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from tests.conftest import STAGES, run
+from tests.conftest import STAGES, edit_config, jobs_in, run, snakemake_plan
 
 
 def client_for(repo):
@@ -70,10 +70,9 @@ def test_a_failing_stage_fails_its_run_and_the_parent(fresh_copy):
     broken = fresh_copy / "broken-source"
     broken.mkdir()
     (broken / "metadata.jsonl").write_text("{this is not json}\n")
-    path = fresh_copy / "config" / "config.yaml"
-    config = yaml.safe_load(path.read_text())
-    config["download"]["local"] = [{"name": "broken", "path": str(broken), "split": "train", "task": "asr"}]
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    edit_config(
+        fresh_copy, lambda c: c["download"].__setitem__("local", [{"name": "broken", "path": str(broken), "split": "train", "task": "asr"}])
+    )
     result = run(["snakemake", "--cores", "all"], fresh_copy, check=False)
     assert result.returncode != 0
     assert "metadata.jsonl:1: not a JSON object" in (fresh_copy / "results" / "embedded" / "logs" / "download.log").read_text()
@@ -85,12 +84,37 @@ def test_a_failing_stage_fails_its_run_and_the_parent(fresh_copy):
     assert children["download"].info.status == "FAILED"
 
 
+def test_a_stage_that_raises_stops_the_pipeline_there_and_the_fixed_rerun_continues_from_it(fresh_copy):
+    """A bug in one evaluation: its job and the parent run are FAILED, the report does not run, and
+    after the fix the rerun runs that stage and what follows it, nothing upstream."""
+    code = fresh_copy / "most" / "evaluate" / "tts.py"
+    original = code.read_text()
+    code.write_text(
+        original.replace("def run(cfg", 'def run(*args, **kwargs):\n    raise RuntimeError("injected bug")\n\n\ndef unused_run(cfg', 1)
+    )
+    _, before = runs(fresh_copy)
+    result = run(["snakemake", "--cores", "1"], fresh_copy, check=False)  # one job at a time: nothing else is in flight when it fails
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "Error in rule eval_tts" in output
+    assert "RuntimeError: injected bug" in (fresh_copy / "results" / "embedded" / "logs" / "eval_tts.log").read_text()
+    _, after = runs(fresh_copy)
+    parent = max((r for r in after if r.data.tags.get("most.kind") == "pipeline"), key=lambda r: r.info.start_time)
+    assert parent.info.status == "FAILED" and len(after) > len(before)
+    children = children_of(after, parent)
+    assert children["eval_tts"].info.status == "FAILED" and "report" not in children
+    assert all(child.info.status == "FINISHED" for name, child in children.items() if name != "eval_tts")
+
+    # the fix: the evaluations that finished with the buggy code rerun too (their code changed back)
+    code.write_text(original)
+    rerun = {"eval_tts", "report"} | {name for name in children if name.startswith("eval_")}
+    assert snakemake_plan(fresh_copy) == rerun
+    result = run(["snakemake", "--cores", "all"], fresh_copy)
+    assert jobs_in(result.stdout + result.stderr) == rerun
+    assert json.loads((fresh_copy / "results" / "embedded" / "report.json").read_text())["tts"]["wer"]["n"] > 0
+
+
 def test_tracking_disabled_records_nothing(fresh_copy):
-    path = fresh_copy / "config" / "config.yaml"
-    config = yaml.safe_load(path.read_text())
-    config["tracking"]["enabled"] = False
-    config["ceiling"]["max_utterances"] = 1
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    edit_config(fresh_copy, lambda c: (c["tracking"].__setitem__("enabled", False), c["ceiling"].__setitem__("max_utterances", 1)))
     _, before = runs(fresh_copy)
     output = run(["snakemake", "--cores", "all"], fresh_copy)
     assert "rule unit_ceiling:" in output.stdout + output.stderr
@@ -116,11 +140,12 @@ def test_a_stage_run_by_hand_is_a_standalone_run(fresh_copy, tmp_path):
 @pytest.mark.parametrize("value", ["; touch pwned", "$(touch pwned)", "`touch pwned`"])
 def test_config_strings_never_reach_a_shell(fresh_copy, value):
     """A config value with shell syntax stays a literal: it is data in a YAML file, never a command."""
-    path = fresh_copy / "config" / "config.yaml"
-    config = yaml.safe_load(path.read_text())
-    config["tracking"]["experiment"] = value  # reaches jobs through the environment
-    config["prepare"]["alphabet"] += value  # reaches the prepare job through its stage config
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+    def shell_syntax(config):
+        config["tracking"]["experiment"] = value  # reaches jobs through the environment
+        config["prepare"]["alphabet"] += value  # reaches the prepare job through its stage config
+
+    edit_config(fresh_copy, shell_syntax)
     run(["snakemake", "--cores", "all", "prepare"], fresh_copy)  # the edited stage (what follows reads no string of it)
     assert not list(fresh_copy.rglob("pwned"))
     client, found = runs(fresh_copy, experiment=value)

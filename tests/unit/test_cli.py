@@ -40,3 +40,16 @@ def test_upstream_stages_follow_the_inputs_transitively():
 def test_launch_refuses_a_missing_stage(tmp_path):
     result = run(["most", "launch", "--gpus-per-node", "0", "--", "no_such_stage"], tmp_path, check=False)
     assert result.returncode == 2 and "name a stage after the options" in result.stderr
+
+
+def test_a_stage_uses_at_most_its_share_of_the_cpus_it_may_run_on(monkeypatch):
+    from most.cli import usable_threads
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5, 6, 7})
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert usable_threads(64) == 8  # a 64-CPU request on an 8-CPU allocation
+    assert usable_threads(2) == 2
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # accelerate launch started four processes on this node
+    assert usable_threads(64) == 2
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "16")
+    assert usable_threads(64) == 1

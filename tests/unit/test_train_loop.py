@@ -1,10 +1,14 @@
 """The training loop: it learns, and a run stopped and resumed from its checkpoint ends with identical weights."""
 
+import filecmp
+import json
+import subprocess
+
 import pytest
 import torch
 
 from most.model import MoSTForCausalLM
-from most.train.loop import LoopSettings, latest_checkpoint, train
+from most.train.loop import CheckpointWriteError, LoopSettings, latest_checkpoint, train
 from most.train.mixing import MixedBatches
 from tests.unit.test_model import UNIT_START, tiny_config
 
@@ -68,6 +72,47 @@ def test_an_unfinished_checkpoint_is_never_resumed(tmp_path):
     train(model, data, batches, SETTINGS, tmp_path / "run", pad_id=0, stop_after=5)
     (tmp_path / "run" / ".step_10.tmp-crashed").mkdir()  # what a crash mid-write leaves
     assert latest_checkpoint(tmp_path / "run").name == "step_5"
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real filesystem that fills up: a tmpfs mounted for the test (needs root)."""
+    folders = []
+
+    def mount(size_bytes: int):
+        folder = tmp_path / f"disk{len(folders)}"
+        folder.mkdir()
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_bytes}", "tmpfs", str(folder)], capture_output=True, text=True)
+        if mounted.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.strip()}")
+        folders.append(folder)
+        return folder
+
+    yield mount
+    for folder in folders:  # lazily: the failed write's file handle may live on in the kept traceback
+        subprocess.run(["umount", "--lazy", str(folder)], check=True)
+
+
+def test_a_checkpoint_that_does_not_fit_on_disk_fails_clearly_and_keeps_the_previous_one(tmp_path, small_disk):
+    model, data, batches = fresh(tmp_path)
+    train(model, data, batches, SETTINGS, tmp_path / "reference", pad_id=0, stop_after=5)
+    reference = tmp_path / "reference" / "step_5"
+    size = sum(f.stat().st_size for f in reference.iterdir())
+    disk = small_disk(size * 3 // 2)  # room for one checkpoint, not two
+
+    model, data, batches = fresh(tmp_path)
+    with pytest.raises(CheckpointWriteError) as failure:
+        train(model, data, batches, SETTINGS, disk / "run", pad_id=0)
+    message = str(failure.value)
+    assert f"could not write checkpoint {disk / 'run' / 'step_10'}" in message and "MiB free there" in message
+    assert f"the newest complete checkpoint, {disk / 'run' / 'step_5'}, is intact" in message
+    assert sorted(p.name for p in (disk / "run").iterdir()) == ["step_5"]  # nothing half-written left beside it
+    assert latest_checkpoint(disk / "run").name == "step_5"
+    kept = disk / "run" / "step_5"
+    assert filecmp.cmp(reference / "model.safetensors", kept / "model.safetensors", shallow=False)
+    assert filecmp.cmp(reference / "optimizer.pt", kept / "optimizer.pt", shallow=False)
+    ours, theirs = (json.loads((folder / "state.json").read_text()) for folder in (reference, kept))
+    assert ours["step"] == theirs["step"] == 5 and ours["sampler"] == theirs["sampler"]
 
 
 class FixedBatches:

@@ -52,6 +52,8 @@ def code_digest(stage):
 
 
 def stage_threads(stage):
+    """Snakemake's core accounting. Jobs get `--threads {resources.cpus_per_task}` instead: under
+    `--cores all --profile slurm` Snakemake caps `{threads}` at the submit host's cores."""
     return config["resources"][stage]["cpus"]
 
 

@@ -19,7 +19,7 @@ rule download:
         MOST_ENV
     shell:
         "most download --config {input.config:q} --output {output:q}"
-        " --threads {threads} --log {log:q} > {log:q} 2>&1"
+        " --threads {resources.cpus_per_task} --log {log:q} > {log:q} 2>&1"
 
 
 rule prepare:
@@ -42,4 +42,4 @@ rule prepare:
         MOST_ENV
     shell:
         "most prepare --config {input.config:q} --download {input.download:q} --output {output:q}"
-        " --threads {threads} --log {log:q} > {log:q} 2>&1"
+        " --threads {resources.cpus_per_task} --log {log:q} > {log:q} 2>&1"

@@ -25,7 +25,7 @@ rule eval_asr:
         MOST_ENV
     shell:
         "most eval_asr --config {input.config:q} --prepare {input.prepare:q} --tokens {input.tokens:q} --kmeans {input.kmeans:q}"
-        " --instruct {input.instruct:q} --output {output:q} --threads {threads} --log {log:q} > {log:q} 2>&1"
+        " --instruct {input.instruct:q} --output {output:q} --threads {resources.cpus_per_task} --log {log:q} > {log:q} 2>&1"
 
 
 rule eval_tts:
@@ -53,7 +53,7 @@ rule eval_tts:
     shell:
         "most eval_tts --config {input.config:q} --prepare {input.prepare:q} --tokens {input.tokens:q} --kmeans {input.kmeans:q}"
         " --vocoder {input.vocoder:q} --instruct {input.instruct:q} --output {output:q}"
-        " --threads {threads} --log {log:q} > {log:q} 2>&1"
+        " --threads {resources.cpus_per_task} --log {log:q} > {log:q} 2>&1"
 
 
 rule eval_audio_lm:
@@ -77,7 +77,7 @@ rule eval_audio_lm:
         MOST_ENV
     shell:
         "most eval_audio_lm --config {input.config:q} --tokens {input.tokens:q} --instruct {input.instruct:q} --output {output:q}"
-        " --threads {threads} --log {log:q} > {log:q} 2>&1"
+        " --threads {resources.cpus_per_task} --log {log:q} > {log:q} 2>&1"
 
 
 rule eval_spoken_qa:
@@ -104,7 +104,7 @@ rule eval_spoken_qa:
         MOST_ENV
     shell:
         "most eval_spoken_qa --config {input.config:q} --prepare {input.prepare:q} --tokens {input.tokens:q} --kmeans {input.kmeans:q}"
-        " --vocoder {input.vocoder:q} --instruct {input.instruct:q} --output {output:q} --threads {threads} --log {log:q} > {log:q} 2>&1"
+        " --vocoder {input.vocoder:q} --instruct {input.instruct:q} --output {output:q} --threads {resources.cpus_per_task} --log {log:q} > {log:q} 2>&1"
 
 
 rule report:
@@ -137,7 +137,7 @@ rule report:
         "most report --config {input.config:q} --ceiling {input.ceiling:q} --posttrain {input.posttrain:q} --instruct {input.instruct:q}"
         " --eval-asr {input.eval_asr:q} --eval-tts {input.eval_tts:q} --eval-audio-lm {input.eval_audio_lm:q}"
         " --eval-spoken-qa {input.eval_spoken_qa:q} --output {output.report:q} --report-json {output.json:q}"
-        " --report-plots {output.plots:q} --threads {threads} --log {log:q} > {log:q} 2>&1"
+        " --report-plots {output.plots:q} --threads {resources.cpus_per_task} --log {log:q} > {log:q} 2>&1"
 
 
 rule ablations:
@@ -164,4 +164,4 @@ rule ablations:
     shell:
         "most launch --gpus-per-node {resources.launch_gpus} --nodes {resources.launch_nodes} --accelerate-config {resources.launch_accelerate:q}"
         " -- ablations --config {input.config:q} --prepare {input.prepare:q} --tokens {input.tokens:q} --graft {input.graft:q}"
-        " --output {output.json:q} --ablations-md {output.table:q} --threads {threads} --log {log:q} > {log:q} 2>&1"
+        " --output {output.json:q} --ablations-md {output.table:q} --threads {resources.cpus_per_task} --log {log:q} > {log:q} 2>&1"

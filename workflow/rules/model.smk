@@ -21,7 +21,7 @@ rule pretrain_base:
         MOST_ENV
     shell:
         "most pretrain_base --config {input.config:q} --prepare {input.prepare:q} --output {output:q}"
-        " --threads {threads} --log {log:q} > {log:q} 2>&1"
+        " --threads {resources.cpus_per_task} --log {log:q} > {log:q} 2>&1"
 
 
 rule graft:
@@ -47,4 +47,4 @@ rule graft:
         MOST_ENV
     shell:
         "most graft --config {input.config:q} --prepare {input.prepare:q} --tokens {input.tokens:q} {params.base_lm:q}"
-        " --output {output:q} --threads {threads} --log {log:q} > {log:q} 2>&1"
+        " --output {output:q} --threads {resources.cpus_per_task} --log {log:q} > {log:q} 2>&1"

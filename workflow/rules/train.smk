@@ -25,7 +25,7 @@ rule posttrain:
     shell:
         "most launch --gpus-per-node {resources.launch_gpus} --nodes {resources.launch_nodes} --accelerate-config {resources.launch_accelerate:q}"
         " -- posttrain --config {input.config:q} --prepare {input.prepare:q} --tokens {input.tokens:q} --graft {input.graft:q}"
-        " --output {output:q} --threads {threads} --log {log:q} > {log:q} 2>&1"
+        " --output {output:q} --threads {resources.cpus_per_task} --log {log:q} > {log:q} 2>&1"
 
 
 rule instruct:
@@ -51,4 +51,4 @@ rule instruct:
     shell:
         "most launch --gpus-per-node {resources.launch_gpus} --nodes {resources.launch_nodes} --accelerate-config {resources.launch_accelerate:q}"
         " -- instruct --config {input.config:q} --prepare {input.prepare:q} --tokens {input.tokens:q} --posttrain {input.posttrain:q}"
-        " --output {output:q} --threads {threads} --log {log:q} > {log:q} 2>&1"
+        " --output {output:q} --threads {resources.cpus_per_task} --log {log:q} > {log:q} 2>&1"

@@ -21,7 +21,7 @@ rule fit_units:
         MOST_ENV
     shell:
         "most fit_units --config {input.config:q} --prepare {input.prepare:q} --output {output:q}"
-        " --threads {threads} --log {log:q} > {log:q} 2>&1"
+        " --threads {resources.cpus_per_task} --log {log:q} > {log:q} 2>&1"
 
 
 rule tokenize:
@@ -45,7 +45,7 @@ rule tokenize:
         MOST_ENV
     shell:
         "most tokenize --config {input.config:q} --prepare {input.prepare:q} --kmeans {input.kmeans:q}"
-        " --output {output:q} --threads {threads} --log {log:q} > {log:q} 2>&1"
+        " --output {output:q} --threads {resources.cpus_per_task} --log {log:q} > {log:q} 2>&1"
 
 
 rule train_vocoder:
@@ -69,7 +69,7 @@ rule train_vocoder:
         MOST_ENV
     shell:
         "most train_vocoder --config {input.config:q} --prepare {input.prepare:q} --tokens {input.tokens:q}"
-        " --output {output:q} --threads {threads} --log {log:q} > {log:q} 2>&1"
+        " --output {output:q} --threads {resources.cpus_per_task} --log {log:q} > {log:q} 2>&1"
 
 
 rule unit_ceiling:
@@ -96,4 +96,4 @@ rule unit_ceiling:
     shell:
         "most unit_ceiling --config {input.config:q} --prepare {input.prepare:q} --kmeans {input.kmeans:q}"
         " --vocoder {input.vocoder:q} --output {output.ceiling:q} --ceiling-samples {output.samples:q}"
-        " --threads {threads} --log {log:q} > {log:q} 2>&1"
+        " --threads {resources.cpus_per_task} --log {log:q} > {log:q} 2>&1"
