@@ -29,15 +29,18 @@ class Assistant:
             Path(args.model or stages.output_path(run, "instruct")), self.cfg["tasks"]["templates"], args.threads
         )
 
-    def units_of(self, wav: Path) -> dict:
-        """A row with the units of a wav file (any rate; mono mixdown, resampled to 16 kHz)."""
+    def speech_of(self, wav: Path) -> dict:
+        """A row with the speech of a wav file (any rate; mono mixdown, resampled to 16 kHz): its
+        encoder frames (continuous input) and units, computed as for the training corpus."""
         from most.data import audio
         from most.speech.units import UnitTokenizer
 
         if not self.kmeans.exists():
             raise FileNotFoundError(f"no unit tokenizer at {self.kmeans}: run the pipeline, or pass --kmeans")
-        [(units, durations)] = UnitTokenizer.load(self.kmeans).encode([audio.read_mono(wav, 16000)], [str(wav)])
-        return {"id": str(wav), "units": units, "durations": durations}
+        tokenizer = UnitTokenizer.load(self.kmeans)
+        [frames] = tokenizer.features.unnormalized([audio.read_mono(wav, 16000)], [str(wav)])
+        units, durations = tokenizer.units_of(frames)
+        return {"id": str(wav), "units": units, "durations": durations, "speech_frames": frames}
 
     def speak(self, text: str, path: Path) -> int:
         """The model speaks `text` through the run's vocoder into `path`; returns the unit count."""
@@ -57,7 +60,7 @@ class Assistant:
 def asr(args: argparse.Namespace) -> int:
     assistant = Assistant(args)
     for wav in args.files:
-        transcript = assistant.checkpoint.generate_text("asr", [assistant.units_of(Path(wav))], args.max_new_tokens)[0]
+        transcript = assistant.checkpoint.generate_text("asr", [assistant.speech_of(Path(wav))], args.max_new_tokens)[0]
         print(f"{wav}\t{transcript}" if len(args.files) > 1 else transcript)
     return 0
 
@@ -70,7 +73,7 @@ def tts(args: argparse.Namespace) -> int:
 
 def ask(args: argparse.Namespace) -> int:
     assistant = Assistant(args)
-    answer = assistant.checkpoint.generate_text("spoken_qa", [assistant.units_of(Path(args.file))], args.max_new_tokens)[0]
+    answer = assistant.checkpoint.generate_text("spoken_qa", [assistant.speech_of(Path(args.file))], args.max_new_tokens)[0]
     print(answer)
     if args.speak:
         if not answer:

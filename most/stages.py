@@ -46,6 +46,7 @@ class Stage:
 OUTPUTS: dict[str, str] = {
     "download": "download",
     "prepare": "prepare",
+    "features": "units/features",
     "kmeans": "units/kmeans",
     "tokens": "units/tokens",
     "vocoder": "units/vocoder",
@@ -68,7 +69,7 @@ OUTPUTS: dict[str, str] = {
 
 _DATA_CODE = ("most/data", "most/io.py", "most/rng.py")
 _SPEECH_CODE = ("most/speech", "most/io.py", "most/rng.py")
-_MODEL_CODE = ("most/model", "most/speech/corpus.py", "most/io.py", "most/rng.py")
+_MODEL_CODE = ("most/model", "most/speech/corpus.py", "most/speech/feature_store.py", "most/io.py", "most/rng.py")
 # the base LM is transformers' DeepseekV2ForCausalLM: of most/model it uses only these two files
 _BASE_LM_CODE = ("most/model/pretrain_base.py", "most/model/sequences.py", "most/speech/corpus.py", "most/io.py", "most/rng.py")
 # training decodes dev ASR with the evaluation code (and what it imports); the rest of most/evaluate is not its concern
@@ -82,7 +83,7 @@ _SCORING_CODE = (
     "most/speech/kmeans.py",
     "most/speech/units.py",
 )
-_TRAIN_CODE = ("most/train", "most/model", *_SCORING_CODE, "most/plots.py", "most/io.py", "most/rng.py")
+_TRAIN_CODE = ("most/train", "most/model", *_SCORING_CODE, "most/speech/feature_store.py", "most/plots.py", "most/io.py", "most/rng.py")
 _EVAL_CODE = (
     "most/evaluate",
     "most/train",
@@ -117,11 +118,20 @@ STAGES: dict[str, Stage] = {
             "manifests per split and the quality report",
         ),
         Stage(
+            "encode_features",
+            "most.speech.encode_features",
+            ("units",),
+            _SPEECH_CODE,
+            ("prepare",),
+            ("features",),
+            "frame features of every utterance (log-mel, MFCC, HuBERT or the Whisper encoder), computed once",
+        ),
+        Stage(
             "fit_units",
             "most.speech.fit_units",
             ("seed", "units"),
             _SPEECH_CODE,
-            ("prepare",),
+            ("features",),
             ("kmeans",),
             "k-means unit tokenizer fitted on training frames",
         ),
@@ -130,7 +140,7 @@ STAGES: dict[str, Stage] = {
             "most.speech.tokenize",
             ("units",),
             _SPEECH_CODE,
-            ("prepare", "kmeans"),
+            ("prepare", "features", "kmeans"),
             ("tokens",),
             "every utterance as deduplicated units with run lengths",
         ),
@@ -166,7 +176,7 @@ STAGES: dict[str, Stage] = {
             "most.model.graft",
             ("seed", "model"),
             _MODEL_CODE,
-            ("prepare", "tokens", "base_lm"),
+            ("prepare", "tokens", "features", "base_lm"),
             ("graft",),
             "the base MoE LM grafted into MoST (MAMoE experts, unit tokens) and the graft report",
         ),
@@ -175,7 +185,7 @@ STAGES: dict[str, Stage] = {
             "most.train.posttrain",
             ("seed", "tasks", "posttrain"),
             _TRAIN_CODE,
-            ("prepare", "tokens", "graft"),
+            ("prepare", "tokens", "features", "graft"),
             ("posttrain",),
             "stage 1: cross-modal post-training (ASR, TTS, text LM) of the grafted model",
         ),
@@ -184,7 +194,7 @@ STAGES: dict[str, Stage] = {
             "most.train.instruct",
             ("seed", "tasks", "instruct"),
             _TRAIN_CODE,
-            ("prepare", "tokens", "posttrain"),
+            ("prepare", "tokens", "features", "posttrain"),
             ("instruct",),
             "stage 2: mixed instruction tuning of the post-trained model",
         ),
@@ -193,7 +203,7 @@ STAGES: dict[str, Stage] = {
             "most.evaluate.asr",
             ("seed", "tasks", "evaluate"),
             _EVAL_CODE,
-            ("prepare", "tokens", "kmeans", "instruct"),
+            ("prepare", "tokens", "features", "kmeans", "instruct"),
             ("eval_asr",),
             "ASR WER per test set (espeak voices, the held-out neural voice, real LibriVox clips)",
         ),
@@ -220,7 +230,7 @@ STAGES: dict[str, Stage] = {
             "most.evaluate.spoken_qa",
             ("seed", "tasks", "judge", "voice", "evaluate"),
             _EVAL_CODE,
-            ("prepare", "tokens", "kmeans", "vocoder", "instruct"),
+            ("prepare", "tokens", "features", "kmeans", "vocoder", "instruct"),
             ("eval_spoken_qa",),
             "spoken questions answered in text (S->T) and in speech (S->S, judged)",
         ),
@@ -255,7 +265,7 @@ STAGES: dict[str, Stage] = {
             "most.evaluate.ablations",
             ("seed", "tasks", "posttrain", "evaluate", "ablations"),
             _EVAL_CODE,
-            ("prepare", "tokens", "graft"),
+            ("prepare", "tokens", "features", "graft"),
             ("ablations", "ablations_md"),
             "MAMoE vs plain MoE vs no shared experts, trained at equal steps from the same graft",
         ),

@@ -21,6 +21,7 @@ SIZE_DIVISOR = 50  # the tiny corpus: 1/50 of the embedded default
 STAGES = (
     "download",
     "prepare",
+    "encode_features",
     "fit_units",
     "tokenize",
     "train_vocoder",

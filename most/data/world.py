@@ -378,46 +378,53 @@ class Fact:
         """Ways the training text states this fact."""
         return self._fill(FACT_TEMPLATES[self.relation.partition(":")[0]][0])
 
-    def question(self, rng: random.Random) -> tuple[str, list[str]]:
-        """(question, accepted answers): the first answer is the canonical response."""
-        _, questions, answers = FACT_TEMPLATES[self.relation.partition(":")[0]]
-        return _pick(rng, self._fill(questions)), list(self._fill(answers))
+    def questions(self) -> tuple[tuple[str, ...], str]:
+        """(the phrasings training asks this fact in, the phrasing held out for dev and test)."""
+        phrasings = self._fill(FACT_TEMPLATES[self.relation.partition(":")[0]][1])
+        return phrasings[:-1], phrasings[-1]
+
+    def answers(self) -> list[str]:
+        """Accepted answers: the first is the canonical response."""
+        return list(self._fill(FACT_TEMPLATES[self.relation.partition(":")[0]][2]))
 
 
 # relation -> (statements, question phrasings, accepted answers); {p} person, {v} value,
-# {arg} the object of the relation, {plural} its plural
+# {arg} the object of the relation, {plural} its plural. The last phrasing is never trained on: dev
+# and test ask the facts that way, so a test question is answerable from what training shows (the
+# fact, asked in other words) and still measures more than recall of a seen question.
 FACT_TEMPLATES = {
     "home": (
         ("{p} lives in the {v}", "the home of {p} is in the {v}"),
-        ("where does {p} live", "in which place does {p} live"),
+        ("where does {p} live", "in which place does {p} live", "where is {p}'s home"),
         ("in the {v}", "the {v}", "{v}"),
     ),
     "object_colour": (
         ("{p}'s {arg} is {v}", "{p} has a {v} {arg}"),
-        ("what colour is {p}'s {arg}", "which colour is the {arg} of {p}"),
+        ("what colour is {p}'s {arg}", "which colour is the {arg} of {p}", "tell me the colour of {p}'s {arg}"),
         ("{v}",),
     ),
     "pet": (
         ("{p} has a {v}", "{p}'s pet is a {v}"),
-        ("what pet does {p} have", "which animal does {p} keep as a pet"),
+        ("what pet does {p} have", "which animal does {p} keep as a pet", "what animal does {p} have as a pet"),
         ("a {v}", "{v}"),
     ),
     "fruit_count": (
         ("{p} has {v} {plural}", "there are {v} {plural} in {p}'s basket"),
-        ("how many {plural} does {p} have", "how many {plural} are in {p}'s basket"),
+        ("how many {plural} does {p} have", "how many {plural} are in {p}'s basket", "what number of {plural} does {p} have"),
         ("{v}",),
     ),
     "favourite_colour": (
         ("{p}'s favourite colour is {v}", "{p} likes the colour {v} best"),
-        ("what is {p}'s favourite colour", "which colour does {p} like best"),
+        ("what is {p}'s favourite colour", "which colour does {p} like best", "which colour is {p}'s favourite"),
         ("{v}",),
     ),
     "job": (
         ("{p} is a {v}", "{p} works as a {v}"),
-        ("what is {p}'s job", "what does {p} do for work"),
+        ("what is {p}'s job", "what does {p} do for work", "what work does {p} do"),
         ("a {v}", "{v}"),
     ),
 }
+QA_KINDS = ("fact", "arithmetic")  # the `label` of a QA item: facts of the world, or sums
 
 
 def build_facts(seed: int) -> list[Fact]:
@@ -731,7 +738,7 @@ class TextItem:
     response: str = ""
     answers: list[str] = field(default_factory=list)
     pair_id: str = ""
-    label: str = ""  # correct | wrong, for minimal pairs
+    label: str = ""  # correct | wrong, for minimal pairs; fact | arithmetic, for QA items
 
     @property
     def spoken(self) -> bool:
@@ -852,20 +859,33 @@ def build_texts(sizes: dict, seed: int) -> list[TextItem]:
     if made < sizes["swuggy_pairs"]:
         raise ValueError(f"only {made} word/non-word pairs exist; lower download.embedded.sizes.swuggy_pairs")
 
-    # spoken QA over the fact base and arithmetic, split by question
+    # QA: half facts, half sums in dev and test. Training asks every fact in its training
+    # phrasings; dev/test ask some facts in the held-out phrasing. Sums are split by question.
     facts = build_facts(seed)
     rng = rng_for(seed, "qa")
-    questions = [fact.question(rng) for fact in facts] + arithmetic_items()
-    rng.shuffle(questions)
+    sums = arithmetic_items()
+    rng.shuffle(sums)
+    held_out_facts = list(facts)
+    rng.shuffle(held_out_facts)
     n_dev, n_test = sizes["qa_dev"], sizes["qa_test"]
-    if n_dev + n_test >= len(questions):
-        raise ValueError(f"qa_dev + qa_test must stay below the {len(questions)} questions the world has")
-    qa_splits = {"dev": questions[:n_dev], "test": questions[n_dev : n_dev + n_test], "train": questions[n_dev + n_test :]}
-    for split, pairs in qa_splits.items():
-        for question, answers in pairs:
-            corpus.add(split, "spoken_qa", question, response=answers[0], answers=list(answers))
-    for question, answers in qa_splits["train"]:
-        corpus.add("train", "text_qa", question, response=answers[0], answers=list(answers))
+    fact_counts = {"dev": n_dev // 2, "test": n_test // 2}
+    sum_counts = {split: count - fact_counts[split] for split, count in (("dev", n_dev), ("test", n_test))}
+    if fact_counts["dev"] + fact_counts["test"] > len(facts) or sum_counts["dev"] + sum_counts["test"] >= len(sums):
+        raise ValueError(f"qa_dev + qa_test: the world has {len(facts)} facts and {len(sums)} sums to ask; half of each set is facts")
+    qa_splits: dict[str, list[tuple[str, list[str], str]]] = {}
+    for split in ("dev", "test"):
+        asked = [(f.questions()[1], f.answers(), "fact") for f in held_out_facts[: fact_counts[split]]]
+        asked += [(q, a, "arithmetic") for q, a in sums[: sum_counts[split]]]
+        held_out_facts, sums = held_out_facts[fact_counts[split] :], sums[sum_counts[split] :]
+        rng.shuffle(asked)
+        qa_splits[split] = asked
+    qa_splits["train"] = [(q, f.answers(), "fact") for f in facts for q in f.questions()[0]] + [(q, a, "arithmetic") for q, a in sums]
+    rng.shuffle(qa_splits["train"])
+    for split, asked in qa_splits.items():
+        for question, answers, kind in asked:
+            corpus.add(split, "spoken_qa", question, response=answers[0], answers=list(answers), label=kind)
+    for question, answers, kind in qa_splits["train"]:
+        corpus.add("train", "text_qa", question, response=answers[0], answers=list(answers), label=kind)
 
     # held-out instructions (the sentences they quote are held out too)
     rng = rng_for(seed, "instructions")

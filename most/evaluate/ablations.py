@@ -33,6 +33,7 @@ def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult
     from most.evaluate.audio_lm import KINDS, pair_items, pair_scores
     from most.evaluate.generate import Checkpoint
     from most.model import MoSTForCausalLM
+    from most.speech.feature_store import with_frames
     from most.train.stage import checkpoint_folder, fit, training_data
     from most.train.tasks import Formatter
 
@@ -44,24 +45,27 @@ def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult
     source = Path(inputs["graft"]) / "model"
     tokenizer = AutoTokenizer.from_pretrained(source)
     test = datasets.load_from_disk(str(Path(inputs["tokens"]) / "test"))
-    asr_rows = [row for row in test if row["task"] == "asr"][: settings["asr_utterances"]]
+    asr_rows = with_frames([row for row in test if row["task"] == "asr"][: settings["asr_utterances"]], Path(inputs["features"]), "test")
     pair_rows = [row for row in test if row["task"] in KINDS and row["units"]]
     if len(asr_rows) < 2:
         raise ValueError(f"ablations: {inputs['tokens']}/test has {len(asr_rows)} asr utterances; at least 2 are needed")
-    results, data = {}, None
+    results, data = {}, {}  # training data per speech input (units or frames)
     for name, overrides in settings["variants"].items():
         started = time.time()
         model = MoSTForCausalLM.from_pretrained(source, dtype=torch.float32, **overrides)
-        formatter = Formatter(tokenizer, cfg["tasks"]["templates"], model.config.audio_token_start)
-        data = data or training_data("ablations", formatter, training, inputs)
+        formatter = Formatter.for_model(tokenizer, cfg["tasks"]["templates"], model.config)
+        if formatter.speech_frame_id not in data:
+            data[formatter.speech_frame_id] = training_data("ablations", formatter, training, inputs)
         checkpoints = checkpoint_folder(f"ablation-{name}", {**cfg, "variant": overrides}, inputs, Path(outputs["ablations"]))
         log.info("ablations: variant %s (%s), %d steps", name, overrides, training["steps"])
-        model, progress, _ = fit(f"ablation {name}", model, source, tokenizer.pad_token_id, data, training, seed, checkpoints)
+        model, progress, _ = fit(
+            f"ablation {name}", model, source, tokenizer.pad_token_id, data[formatter.speech_frame_id], training, seed, checkpoints
+        )
         if model is None:  # only the main process evaluates
             continue
         checkpoint = Checkpoint(model.eval(), tokenizer, formatter)
         asr = asr_wer(checkpoint, asr_rows, cfg["evaluate"]["max_new_tokens"], seed)
-        likelihoods = checkpoint.log_likelihoods(cfg["evaluate"]["audio_lm_task"], pair_rows)
+        likelihoods = checkpoint.log_likelihoods(cfg["evaluate"]["audio_lm_task"], pair_rows, units_only=True)
         pairs = pair_scores(pair_items(pair_rows, likelihoods, cfg["evaluate"]["audio_lm_score"]))
         results[name] = {
             "config": overrides,

@@ -67,14 +67,17 @@ def librivox_rows(folder: Path, kmeans: Path) -> list[dict]:
             raise ValueError(f"{folder / 'transcription'} line {number}: no clip {path.name} for {line!r}")
         rows.append({"id": utterance, "text": text.replace("<s>", "").replace("</s>", "").strip(), "wave": audio.read_mono(path, 16000)})
     tokenizer = UnitTokenizer.load(kmeans)
-    for row, (units, durations) in zip(rows, tokenizer.encode([row.pop("wave") for row in rows], [row["id"] for row in rows])):
-        row.update(units=units, durations=durations)
+    for row, frames in zip(rows, tokenizer.features.unnormalized([row.pop("wave") for row in rows], [row["id"] for row in rows])):
+        units, durations = tokenizer.units_of(frames)
+        row.update(units=units, durations=durations, speech_frames=frames)
     return rows
 
 
 def test_rows(name: str, settings: dict, inputs: dict) -> tuple[list[dict], str]:
-    """Rows of one ASR test set, or ([], why it is skipped)."""
+    """Rows of one ASR test set (units, and encoder frames for continuous input), or ([], why it is skipped)."""
     import datasets
+
+    from most.speech.feature_store import with_frames
 
     if name == "librivox":
         folder = Path(settings["librivox_dir"])
@@ -84,8 +87,8 @@ def test_rows(name: str, settings: dict, inputs: dict) -> tuple[list[dict], str]
     split = Path(inputs["tokens"]) / name
     if not split.exists():
         return [], f"no tokenized split {split}"
-    rows = [row for row in datasets.load_from_disk(str(split)) if row["task"] == "asr"]
-    return rows[: settings["asr_utterances"]], "" if rows else f"split {name} has no asr utterances"
+    rows = [row for row in datasets.load_from_disk(str(split)) if row["task"] == "asr"][: settings["asr_utterances"]]
+    return with_frames(rows, Path(inputs["features"]), name), "" if rows else f"split {name} has no asr utterances"
 
 
 def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult:

@@ -1,12 +1,13 @@
 """Stage `eval_audio_lm`: sWUGGY-, sBLIMP- and StoryCloze-style pairs scored by likelihood.
 
 Each utterance of a pair (rows of the test split with task `swuggy`/`sblimp`/`storycloze`, a
-`pair_id` and a `label` of `correct` or `wrong`) is scored alone: the log-likelihood of its units
-as the response of `evaluate.audio_lm_task` (default `speech_lm`: units with no text at all), summed
-and per token. As in ZeroSpeech 2021: a pair scores 1 if the correct utterance is likelier, 0.5 on a
-tie, else 0; with several voices per pair, the voices' scores are averaged first. Accuracy per kind
-with a bootstrap CI over pairs; the headline is the mean over kinds (`evaluate.audio_lm_score` picks
-the per-token mean or the sum). Chance is 0.5.
+`pair_id` and a `label` of `correct` or `wrong`) is scored alone: the log-likelihood of its unit
+tokens (not the speech markers or EOS) as the response of `evaluate.audio_lm_task` (default
+`speech_lm`: units with no text at all), summed and per token. As in ZeroSpeech 2021: a pair
+scores 1 if the correct utterance is likelier, 0.5 on a tie, else 0; with several voices per pair,
+the voices' scores are averaged first. Accuracy per kind with a bootstrap CI over pairs; the
+headline is the mean over kinds (`evaluate.audio_lm_score` picks the per-token mean or the sum).
+Chance is 0.5.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult
         if not rows:
             log.warning("eval_audio_lm: no %s pairs in %s/test", kind, inputs["tokens"])
             continue
-        likelihoods = checkpoint.log_likelihoods(task, rows)
+        likelihoods = checkpoint.log_likelihoods(task, rows, units_only=True)
         results[kind], per_pair[kind] = {}, {}
         for score_name in ("mean", "sum"):
             per_pair[kind][score_name] = pair_scores(pair_items(rows, likelihoods, score_name))

@@ -11,7 +11,7 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from most.model.layout import BEGIN_SPEECH, END_SPEECH
-from most.model.sequences import collate, row_losses
+from most.model.sequences import IGNORE, collate, model_inputs, row_losses
 from most.train.tasks import Formatter
 
 
@@ -40,7 +40,7 @@ class Checkpoint:
         model = MoSTForCausalLM.from_pretrained(folder, dtype=torch.float32, **overrides)
         model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
         tokenizer = AutoTokenizer.from_pretrained(folder)
-        return cls(model, tokenizer, Formatter(tokenizer, templates, model.config.audio_token_start))
+        return cls(model, tokenizer, Formatter.for_model(tokenizer, templates, model.config))
 
     @property
     def unit_count(self) -> int:
@@ -54,10 +54,19 @@ class Checkpoint:
         """Greedy text response of `task` for each row (ASR transcripts, answers)."""
         out = []
         for row in rows:
-            prompt = torch.tensor([self.formatter.prompt(task, row)], device=self.model.device)
-            ids = self.model.generate(prompt, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=self.tokenizer.eos_token_id)
+            ids, speech = self.formatter.prompt_with_speech(task, row)
+            prompt = torch.tensor([ids], device=self.model.device)
+            ids = self.model.generate(
+                prompt, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=self.tokenizer.eos_token_id, **self._speech(speech)
+            )
             out.append(self.tokenizer.decode(ids[0, prompt.shape[1] :], skip_special_tokens=True).strip())
         return out
+
+    def _speech(self, speech: torch.Tensor | None) -> dict:
+        """generate's arguments for a prompt's encoder frames: the frames, and never a frame position generated."""
+        if speech is None:
+            return {}
+        return {"speech_features": speech.float().to(self.model.device), "suppress_tokens": [self.formatter.speech_frame_id]}
 
     @torch.no_grad()
     def generate_units(
@@ -73,24 +82,38 @@ class Checkpoint:
         sampling = {"do_sample": True, "temperature": temperature, "top_k": top_k} if top_k > 0 else {"do_sample": False}
         out = []
         for index, row in enumerate(rows):
-            prompt = torch.tensor([[*self.formatter.prompt(task, row), self.token(BEGIN_SPEECH)]], device=self.model.device)
+            ids, speech = self.formatter.prompt_with_speech(task, row)
+            prompt = torch.tensor([[*ids, self.token(BEGIN_SPEECH)]], device=self.model.device)
             torch.manual_seed(seed + index)
+            speech_inputs = {"speech_features": speech.float().to(self.model.device)} if speech is not None else {}
             ids = self.model.generate(
-                prompt, max_new_tokens=max_new_tokens, min_new_tokens=1, eos_token_id=end, logits_processor=allowed, **sampling
+                prompt,
+                max_new_tokens=max_new_tokens,
+                min_new_tokens=1,
+                eos_token_id=end,
+                logits_processor=allowed,
+                **sampling,
+                **speech_inputs,
             )
             out.append([int(i) - start for i in ids[0, prompt.shape[1] :] if start <= int(i) < start + self.unit_count])
         return out
 
     @torch.no_grad()
-    def log_likelihoods(self, task: str, rows: list[dict], batch_size: int = 16) -> list[tuple[float, int]]:
-        """(summed log-probability, token count) of each row's `task` response given its prompt."""
+    def log_likelihoods(self, task: str, rows: list[dict], batch_size: int = 16, units_only: bool = False) -> list[tuple[float, int]]:
+        """(summed log-probability, token count) of each row's `task` response given its prompt;
+        `units_only`: of its unit tokens alone (no speech markers, no EOS: what audio-LM pairs compare)."""
         examples = [self.formatter.example(task, row) for row in rows]
+        if units_only:
+            start, end = self.model.config.audio_token_start, self.model.config.audio_token_start + self.unit_count
+            examples = [
+                example._replace(labels=[label if start <= label < end else IGNORE for label in example.labels]) for example in examples
+            ]
         out = []
         for first in range(0, len(examples), batch_size):
             batch = {
                 k: v.to(self.model.device) for k, v in collate(examples[first : first + batch_size], self.tokenizer.pad_token_id).items()
             }
-            logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            logits = self.model(**model_inputs(batch)).logits
             sums, counts = row_losses(logits, batch["labels"])
             out += [(-float(s), int(c)) for s, c in zip(sums, counts)]
         return out

@@ -72,6 +72,10 @@ def headline(inputs: dict) -> dict:
             if "s2s" in qa
             else None,
             "t2t_accuracy": _metric(qa["t2t"]["accuracy"], qa["t2t"]["questions"], qa["t2t"]["ci"]) if "t2t" in qa else None,
+            "by_kind": {
+                kind: {path: _metric(v["accuracy"], v["questions"], v["ci"]) for path, v in paths.items()}
+                for kind, paths in qa.get("by_kind", {}).items()
+            },
         },
     }
 
@@ -96,6 +100,8 @@ def markdown(report: dict) -> str:
         "",
         f"Model: the instruction-tuned checkpoint. Config hash `{report['config_hash']}`, git commit `{report['git']['git.commit']}`"
         f"{' (uncommitted changes)' if report['git']['git.dirty'] == 'true' else ''}. Fractions, not percent; CIs are 95% bootstrap over test items.",
+        "",
+        f"Speech input: {report['speech']['input']} ({report['speech']['features']} features); speech output: {report['speech']['units']} units.",
         "",
         "| Metric | Value | 95% CI | n | Reference |",
         "|---|---|---|---|---|",
@@ -139,10 +145,22 @@ def markdown(report: dict) -> str:
         lines.append(
             f"| {kind} | {mean['value']:.3f} ({mean['ci_low']:.3f}–{mean['ci_high']:.3f}) | {total['value']:.3f} ({total['ci_low']:.3f}–{total['ci_high']:.3f}) | {mean['n']} |"
         )
-    lines += ["", "## Training", "", "| Stage | Steps | Train loss start → end | Dev ASR WER |", "|---|---|---|---|"]
+    lines += ["", "## Spoken QA per kind of question (containment accuracy, 95% CI)", "", "| Kind | S→T | T→T | n |", "|---|---|---|---|"]
+    for kind, paths in qa["by_kind"].items():
+        shown = {path: f"{m['value']:.3f} ({m['ci_low']:.3f}–{m['ci_high']:.3f})" for path, m in paths.items()}
+        lines.append(f"| {kind} | {shown['s2t']} | {shown.get('t2t', 'not measured')} | {paths['s2t']['n']} |")
+    tasks = sorted({task for summary in report["training"].values() for task in summary["dev_loss_end"]})
+    lines += [
+        "",
+        "## Training (dev ASR WER and dev loss per task after each stage: forgetting shows here)",
+        "",
+        "| Stage | Steps | Train loss start → end | Dev ASR WER | " + " | ".join(f"dev {t}" for t in tasks) + " |",
+        "|---|---|---|---|" + "---|" * len(tasks),
+    ]
     for stage, summary in report["training"].items():
+        dev = " | ".join(f"{summary['dev_loss_end'][t]:.3f}" if t in summary["dev_loss_end"] else "" for t in tasks)
         lines.append(
-            f"| {stage} | {summary['steps']} | {summary['loss_start']:.3f} → {summary['loss_end']:.3f} | {summary['dev_asr_wer']:.3f} |"
+            f"| {stage} | {summary['steps']} | {summary['loss_start']:.3f} → {summary['loss_end']:.3f} | {summary['dev_asr_wer']:.3f} | {dev} |"
         )
     lines += ["", "## Plots", ""] + [f"![{name}](report_plots/{name})" for name in report["plots"]]
     lines += ["", "## Inputs (content md5)", "", *[f"- `{name}`: `{digest}`" for name, digest in report["inputs"].items()], ""]
@@ -162,6 +180,7 @@ def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult
         "run": cfg["run"],
         "config_hash": hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16],
         "git": git_state(),
+        "speech": {"input": cfg["model"]["speech_input"], "features": cfg["units"]["features"], "units": cfg["units"]["k"]},
         "inputs": {name: tree_md5(path) for name, path in sorted(inputs.items())},
         "training": training,
     }

@@ -7,6 +7,7 @@ answer appears in it as whole words (containment, the Spectron/Moshi rule), and 
 it equals one (exact match, the official MoST script's rule). Bootstrap 95% CIs over questions.
 Beside them, T->T: the same questions written (`text_qa` template), what the model knows without
 the speech path; S->T far below T->T means the speech input, not the knowledge, limits the answers.
+Both also per kind of question (the rows' `label`: facts and arithmetic in the embedded world).
 """
 
 from __future__ import annotations
@@ -48,6 +49,21 @@ def scored(responses: list[str], answers: list[list[str]], seed: int) -> dict:
     }
 
 
+def by_kind(rows: list[dict], spoken: list[str], written: list[str] | None, answers: list[list[str]], seed: int) -> dict:
+    """S->T and T->T per kind of question (the rows' `label`, e.g. `fact` / `arithmetic` in the
+    embedded world; unlabelled rows are `all`): what the speech path costs on each."""
+    kinds: dict[str, list[int]] = {}
+    for index, row in enumerate(rows):
+        kinds.setdefault(row.get("label") or "all", []).append(index)
+    out = {}
+    for kind, chosen in sorted(kinds.items()):
+        pick = [answers[i] for i in chosen]
+        out[kind] = {"s2t": scored([spoken[i] for i in chosen], pick, seed)}
+        if written is not None:
+            out[kind]["t2t"] = scored([written[i] for i in chosen], pick, seed)
+    return out
+
+
 def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult:
     import datasets
     import soundfile
@@ -56,6 +72,7 @@ def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult
     from most.evaluate.tts import speak_and_judge
     from most.speech import corpus
     from most.speech.ceiling import Speaker
+    from most.speech.feature_store import with_frames
     from most.speech.judge import make_judge
     from most.speech.units import UnitTokenizer
 
@@ -63,16 +80,20 @@ def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult
     test = datasets.load_from_disk(str(Path(inputs["tokens"]) / "test"))
     rows = [row for row in test if row["task"] == "spoken_qa"]
     unanswerable = [row["id"] for row in rows if not (row["answers"] or row["response"])]
-    rows = [row for row in rows if row["answers"] or row["response"]][: settings["qa_questions"]]
+    rows = with_frames(
+        [row for row in rows if row["answers"] or row["response"]][: settings["qa_questions"]], Path(inputs["features"]), "test"
+    )
     if len(rows) < 2:
         raise ValueError(f"eval_spoken_qa: {inputs['tokens']}/test has {len(rows)} spoken_qa questions with answers; at least 2 are needed")
     answers = [row["answers"] or [row["response"]] for row in rows]
     checkpoint = Checkpoint.load(Path(inputs["instruct"]), cfg["tasks"]["templates"], threads)
     text_answers = checkpoint.generate_text("spoken_qa", rows, settings["qa_max_new_tokens"])
     result = {"s2t": scored(text_answers, answers, seed), "unanswerable_skipped": len(unanswerable)}
+    written = None
     if "text_qa" in cfg["tasks"]["templates"]:
         written = checkpoint.generate_text("text_qa", [{"text": row["text"]} for row in rows], settings["qa_max_new_tokens"])
         result["t2t"] = scored(written, answers, seed)
+    result["by_kind"] = by_kind(rows, text_answers, written, answers, seed)
     log.info(
         "eval_spoken_qa S->T: accuracy %.3f (95%% CI %.3f-%.3f), exact %.3f over %d",
         result["s2t"]["accuracy"],
@@ -116,6 +137,7 @@ def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult
         for row, wave in list(zip(spoken_rows, spoken["waves"] if spoken else []))[: settings["keep_wavs"]]:
             soundfile.write(out / f"{row['id']}.answer.wav", wave, 16000)
     metrics = {"s2t_accuracy": result["s2t"]["accuracy"], "s2t_exact_match": result["s2t"]["exact_match"]}
+    metrics |= {f"{kind}.{path}_accuracy": values[path]["accuracy"] for kind, values in result["by_kind"].items() for path in values}
     if "s2s" in result:
         metrics |= {"s2s_accuracy": result["s2s"]["accuracy"], "s2s_exact_match": result["s2s"]["exact_match"]}
     folder = Path(outputs["eval_spoken_qa"])

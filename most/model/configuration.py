@@ -12,6 +12,7 @@ from transformers.models.deepseek_v2.configuration_deepseek_v2 import DeepseekV2
 from most.model.moe import BACKENDS, ROUTINGS
 
 BASE_MODEL_TYPES = ("deepseek_v2", "qwen2_moe")
+SPEECH_INPUTS = ("units", "continuous")
 AUX_LOSS_SCOPES = ("group", "all")
 
 
@@ -33,6 +34,11 @@ class MoSTConfig(DeepseekV2Config):
     audio_token_count: int = 0
     audio_marker_ids: list[int] | None = None
     special_tokens: dict[str, int] | None = None
+    # speech input: `units` (unit tokens) or `continuous` (MoST-C: encoder frames through a trained
+    # projector, placed at `speech_frame_id` positions, which have audio modality)
+    speech_input: str = "units"
+    speech_frame_id: int | None = None
+    speech_feature_dim: int = 0
     # Qwen2-MoE host
     shared_expert_intermediate_size: int | None = None
     shared_expert_gate: bool = False
@@ -71,6 +77,10 @@ class MoSTConfig(DeepseekV2Config):
             fail(f"expert_backend {self.expert_backend!r} is not one of {BACKENDS}")
         if self.aux_loss_scope not in AUX_LOSS_SCOPES:
             fail(f"aux_loss_scope {self.aux_loss_scope!r} is not one of {AUX_LOSS_SCOPES}")
+        if self.speech_input not in SPEECH_INPUTS:
+            fail(f"speech_input {self.speech_input!r} is not one of {SPEECH_INPUTS}")
+        if self.speech_input == "continuous" and (self.speech_frame_id is None or self.speech_feature_dim < 1):
+            fail("speech_input continuous needs speech_frame_id and speech_feature_dim (set by the graft from the cached features)")
         text, audio = set(self.text_expert_ids or []), set(self.audio_expert_ids or [])
         if text & audio:
             fail(f"text_expert_ids and audio_expert_ids share experts {sorted(text & audio)}")

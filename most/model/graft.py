@@ -26,6 +26,7 @@ from most.model.modeling import MoSTForCausalLM
 from most.model.moe import MoSTRouter
 from most.model.pretrain_base import encode, held_out_texts, perplexity
 from most.model.sequences import collate
+from most.speech import feature_store
 from most.stages import StageResult
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ def load_base(source: str, revision: str):
     return model.eval(), AutoTokenizer.from_pretrained(source, **options)
 
 
-def most_config(base_config, settings: dict, token_layout: dict, vocab_size: int, experts: int) -> MoSTConfig:
+def most_config(base_config, settings: dict, token_layout: dict, vocab_size: int, experts: int, feature_dim: int = 0) -> MoSTConfig:
     """MoSTConfig with the base's architecture, the expert split and the token layout."""
     base = base_config.to_dict()
     common = {
@@ -114,6 +115,9 @@ def most_config(base_config, settings: dict, token_layout: dict, vocab_size: int
         audio_token_count=token_layout["audio_token_count"],
         audio_marker_ids=token_layout["audio_marker_ids"],
         special_tokens=token_layout["special_tokens"],
+        speech_input=settings["speech_input"],
+        speech_frame_id=token_layout["speech_frame_id"],
+        speech_feature_dim=feature_dim,
     )
 
 
@@ -165,6 +169,8 @@ def copy_weights(base, model: MoSTForCausalLM, sources: list[list[int]], base_vo
     missing = []
     with torch.no_grad():
         for name, parameter in model.named_parameters():
+            if name.startswith("model.speech_projector."):
+                continue  # new in MoST: initialised by `graft`
             if name not in theirs:
                 missing.append(name)
                 continue
@@ -182,12 +188,17 @@ def copy_weights(base, model: MoSTForCausalLM, sources: list[list[int]], base_vo
         raise ValueError(f"graft: no base weight for {missing} (left at random init)")
 
 
-def graft(base, tokenizer, settings: dict, units: int, seed: int) -> tuple[MoSTForCausalLM, dict]:
+def graft(base, tokenizer, settings: dict, units: int, seed: int, feature_stats: dict | None = None) -> tuple[MoSTForCausalLM, dict]:
+    """`feature_stats` ({"mean", "std"} of the training frames): give the model a speech projector
+    (continuous input), normalising with them; without, units are the only speech input."""
     base_vocab = len(tokenizer)
     token_layout = layout.extend_tokenizer(tokenizer, units)
     vocab_size = max(base.config.vocab_size, len(tokenizer))
     experts = base.config.num_experts * (2 if settings["expert_assignment"] == "duplicate" else 1)
-    config = most_config(base.config, settings, token_layout, vocab_size, experts)
+    feature_dim = len(feature_stats["mean"]) if feature_stats else 0
+    if settings["speech_input"] == "continuous" and not feature_dim:
+        raise ValueError("model.speech_input continuous: the graft needs the cached features (encode_features) for its projector")
+    config = most_config(base.config, settings, token_layout, vocab_size, experts, feature_dim)
     model = MoSTForCausalLM(config).eval()
     moe_layers = sum(1 for layer in model.model.layers if hasattr(layer.mlp, "experts"))
     usage = text_usage(base, tokenizer, settings["calibration_texts"]) if settings["expert_assignment"] == "usage" else None
@@ -195,7 +206,19 @@ def graft(base, tokenizer, settings: dict, units: int, seed: int) -> tuple[MoSTF
     generator = torch.Generator().manual_seed(seed)
     layout.init_new_rows(model.model.embed_tokens.weight, base_vocab, settings["new_embedding_noise"], generator)
     layout.init_new_rows(model.lm_head.weight, base_vocab, settings["new_embedding_noise"], generator)
+    if feature_stats:
+        init_projector(model.model.speech_projector, feature_stats, config.initializer_range, generator)
     return model, token_layout
+
+
+def init_projector(projector, feature_stats: dict, std: float, generator: torch.Generator) -> None:
+    """The corpus statistics into the projector's buffers; its weights drawn from the graft's seeded generator."""
+    with torch.no_grad():
+        projector.feature_mean.copy_(feature_stats["mean"])
+        projector.feature_std.copy_(feature_stats["std"])
+        for linear in (projector.linear_in, projector.linear_out):
+            linear.weight.copy_(torch.randn(linear.weight.shape, generator=generator) * std)
+            linear.bias.zero_()
 
 
 def graft_report(base, tokenizer, model: MoSTForCausalLM, settings: dict, units: int, seed: int, texts: list[str]) -> dict:
@@ -203,7 +226,13 @@ def graft_report(base, tokenizer, model: MoSTForCausalLM, settings: dict, units:
     if settings["expert_assignment"] == "index":
         plain = model  # the same weights; its routers switch to `plain` below (no second copy of a large model)
     else:
-        plain, _ = graft(base, _copy_tokenizer(tokenizer), {**settings, "routing": "plain", "expert_assignment": "index"}, units, seed)
+        plain, _ = graft(
+            base,
+            _copy_tokenizer(tokenizer),
+            {**settings, "routing": "plain", "expert_assignment": "index", "speech_input": "units"},
+            units,
+            seed,
+        )
     batch = collate([(s, s) for s in encode(tokenizer, texts[:64])], tokenizer.pad_token_id or 0)
     routers = [module for module in plain.modules() if isinstance(module, MoSTRouter)]
     configured = [router.routing for router in routers]
@@ -243,16 +272,19 @@ def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult
     embedded = settings["base"] == "embedded"
     source = inputs["base_lm"] if embedded else settings["base"]
     units = json.loads((Path(inputs["tokens"]) / "tokenize_report.json").read_text())["k"]
+    feature_stats = feature_store.stats(Path(inputs["features"]))
     base, tokenizer = load_base(str(source), "" if embedded else settings["base_revision"])
     texts = held_out_texts(inputs["prepare"], settings["eval_sentences"])
     settings["calibration_texts"] = [row["text"] for row in _training_rows(inputs["prepare"], settings["calibration_sentences"])]
     report_tokenizer = _copy_tokenizer(tokenizer)
-    model, token_layout = graft(base, tokenizer, settings, units, seed)
+    model, token_layout = graft(base, tokenizer, settings, units, seed, feature_stats)
     report = {
         "base": str(source),
         "base_model_type": base.config.model_type,
         "routing": settings["routing"],
         "expert_assignment": settings["expert_assignment"],
+        "speech_input": settings["speech_input"],
+        "speech_feature_dim": model.config.speech_feature_dim,
         "routed_experts": model.config.n_routed_experts,
         "text_expert_ids": model.config.text_expert_ids,
         "audio_expert_ids": model.config.audio_expert_ids,

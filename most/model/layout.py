@@ -1,8 +1,9 @@
 """The token layout: speech units and markers appended to the base tokenizer.
 
-Units are `<|u0|>` ... `<|u{k-1}|>`, contiguous ids. Markers: begin/end of speech and one tag per task.
-`<|begin_of_speech|>` has modality audio (its hidden state predicts the first unit); every other marker
-is text. New embedding and output rows start at the mean of the base model's rows plus seeded noise.
+Units are `<|u0|>` ... `<|u{k-1}|>`, contiguous ids. Markers: begin/end of speech, the speech-frame
+placeholder of continuous input, and one tag per task. `<|begin_of_speech|>` has modality audio (its
+hidden state predicts the first unit), and so has `<|speech_frame|>` (an encoder frame); every other
+marker is text. New embedding and output rows start at the mean of the base model's rows plus seeded noise.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import torch
 from tokenizers import AddedToken
 
 BEGIN_SPEECH, END_SPEECH = "<|begin_of_speech|>", "<|end_of_speech|>"
+SPEECH_FRAME = "<|speech_frame|>"  # continuous speech input: one per encoder frame, its embedding replaced by the projected frame
 TASKS = ("asr", "tts", "text_lm", "spoken_instruction", "text_instruction", "spoken_qa", "text_qa", "speech_lm")
 
 
@@ -26,7 +28,7 @@ def extend_tokenizer(tokenizer, units: int) -> dict:
     """Add the unit tokens and markers; return the layout (ids) recorded in the model config."""
     base_size = len(tokenizer)
     tokenizer.add_tokens([AddedToken(unit_token(u), normalized=False, special=False) for u in range(units)])
-    markers = [BEGIN_SPEECH, END_SPEECH, *(task_tag(t) for t in TASKS)]
+    markers = [BEGIN_SPEECH, END_SPEECH, SPEECH_FRAME, *(task_tag(t) for t in TASKS)]
     tokenizer.add_special_tokens({"additional_special_tokens": markers})
     ids = tokenizer.convert_tokens_to_ids([unit_token(u) for u in range(units)])
     if ids != list(range(ids[0], ids[0] + units)):
@@ -37,6 +39,7 @@ def extend_tokenizer(tokenizer, units: int) -> dict:
         "audio_token_start": ids[0],
         "audio_token_count": units,
         "audio_marker_ids": [special[BEGIN_SPEECH]],
+        "speech_frame_id": special[SPEECH_FRAME],
         "special_tokens": special,
     }
 

@@ -39,7 +39,27 @@ def modality_from_ids(input_ids: torch.Tensor, config: MoSTConfig) -> torch.Tens
     audio = (input_ids >= start) & (input_ids < start + count)
     if config.audio_marker_ids:
         audio |= torch.isin(input_ids, torch.tensor(config.audio_marker_ids, device=input_ids.device))
+    if config.speech_frame_id is not None:
+        audio |= input_ids == config.speech_frame_id
     return torch.where(audio, AUDIO, TEXT)
+
+
+class SpeechProjector(nn.Module):
+    """MoST-C speech input: encoder frames -> the LM's hidden size. Frames are z-scored with the
+    training corpus's statistics (buffers saved with the model, so a checkpoint needs nothing else to
+    read raw encoder output), then a two-layer MLP."""
+
+    def __init__(self, config: MoSTConfig) -> None:
+        super().__init__()
+        self.register_buffer("feature_mean", torch.zeros(config.speech_feature_dim))
+        self.register_buffer("feature_std", torch.ones(config.speech_feature_dim))
+        self.linear_in = nn.Linear(config.speech_feature_dim, config.hidden_size)
+        self.act = nn.GELU()
+        self.linear_out = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        frames = (frames.to(self.feature_mean.dtype) - self.feature_mean) / self.feature_std
+        return self.linear_out(self.act(self.linear_in(frames.to(self.linear_in.weight.dtype))))
 
 
 @dataclass
@@ -90,7 +110,10 @@ class MoSTPreTrainedModel(PreTrainedModel):
 
     def _init_weights(self, module):
         super()._init_weights(module)
-        if isinstance(module, MoSTRouter):
+        if isinstance(module, SpeechProjector):
+            init.zeros_(module.feature_mean)
+            init.ones_(module.feature_std)
+        elif isinstance(module, MoSTRouter):
             init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
         elif isinstance(module, MoSTExperts):
             init.normal_(module.gate_up_proj, mean=0.0, std=self.config.initializer_range)
@@ -104,8 +127,27 @@ class MoSTModel(MoSTPreTrainedModel):
         self.layers = nn.ModuleList(MoSTDecoderLayer(config, i) for i in range(config.num_hidden_layers))
         self.norm = DeepseekV2RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.rotary_emb = ROTARY[config.base_model_type](config=config)
+        # present whenever the graft knew the features (so one graft serves both input modes), used only by `continuous`
+        self.speech_projector = SpeechProjector(config) if config.speech_feature_dim else None
         self.gradient_checkpointing = False
         self.post_init()
+
+    def place_speech(self, input_ids: torch.Tensor, embeds: torch.Tensor, speech_features: torch.Tensor | None) -> torch.Tensor:
+        """Projected frames at the speech-frame positions, in reading order (row by row)."""
+        if self.config.speech_input != "continuous":
+            if speech_features is not None:
+                raise ValueError("MoSTModel: speech_features given, but this model's speech_input is units")
+            return embeds
+        positions = input_ids == self.config.speech_frame_id
+        count = int(positions.sum())
+        if speech_features is None:
+            if count:
+                raise ValueError(f"MoSTModel: {count} speech-frame positions but no speech_features")
+            return embeds
+        if count != len(speech_features):
+            raise ValueError(f"MoSTModel: {count} speech-frame positions but {len(speech_features)} speech_features frames")
+        projected = self.speech_projector(speech_features).to(embeds.dtype)
+        return embeds.masked_scatter(positions.unsqueeze(-1), projected)
 
     def forward(
         self,
@@ -116,6 +158,7 @@ class MoSTModel(MoSTPreTrainedModel):
         inputs_embeds=None,
         modality_ids=None,
         use_cache=None,
+        speech_features=None,
         **kwargs,
     ):
         if (input_ids is None) == (inputs_embeds is None):
@@ -127,7 +170,9 @@ class MoSTModel(MoSTPreTrainedModel):
         elif bool(((modality_ids != TEXT) & (modality_ids != AUDIO)).any()):
             raise ValueError("MoSTModel: modality_ids must be 0 (text) or 1 (audio)")
         if inputs_embeds is None:
-            inputs_embeds = self.embed_tokens(input_ids)
+            inputs_embeds = self.place_speech(input_ids, self.embed_tokens(input_ids), speech_features)
+        elif speech_features is not None:
+            raise ValueError("MoSTModel: speech_features go with input_ids (their frame positions), not inputs_embeds")
         if use_cache and cache is None:
             cache = DynamicCache(config=self.config)
         if position_ids is None:
@@ -182,8 +227,11 @@ class MoSTForCausalLM(MoSTPreTrainedModel, GenerationMixin):
         use_cache=None,
         logits_to_keep: int = 0,
         output_routing_stats: bool = False,
+        speech_features=None,
         **kwargs,
     ) -> MoSTCausalLMOutput:
+        """`speech_features` [frames, feature dim]: the encoder frames of every speech-frame position
+        of `input_ids`, in reading order (continuous speech input only)."""
         cache = cache if cache is not None else kwargs.pop("past_key_values", None)  # the pre-5.40 name
         hidden, cache, routings = self.model(
             input_ids=input_ids,
@@ -193,6 +241,7 @@ class MoSTForCausalLM(MoSTPreTrainedModel, GenerationMixin):
             inputs_embeds=inputs_embeds,
             modality_ids=modality_ids,
             use_cache=use_cache,
+            speech_features=speech_features,
             **kwargs,
         )
         if logits_to_keep:
@@ -214,9 +263,12 @@ class MoSTForCausalLM(MoSTPreTrainedModel, GenerationMixin):
                 loss = loss + self.config.aux_loss_alpha * aux_loss
         return MoSTCausalLMOutput(loss=loss, logits=logits, cache=cache, aux_loss=aux_loss, aux_losses=aux_losses, expert_load=load)
 
-    def prepare_inputs_for_generation(self, input_ids, modality_ids=None, **kwargs):
+    def prepare_inputs_for_generation(self, input_ids, modality_ids=None, speech_features=None, **kwargs):
         inputs = super().prepare_inputs_for_generation(input_ids, **kwargs)
         step_ids = inputs.get("input_ids")
+        # the frames go with the step that holds their positions: the prefill with a cache, every step without
+        if speech_features is not None and step_ids is not None and bool((step_ids == self.config.speech_frame_id).any()):
+            inputs["speech_features"] = speech_features
         if modality_ids is not None and step_ids is not None:
             if modality_ids.shape[1] == input_ids.shape[1]:
                 inputs["modality_ids"] = modality_ids[:, -step_ids.shape[1] :]
@@ -224,4 +276,4 @@ class MoSTForCausalLM(MoSTPreTrainedModel, GenerationMixin):
         return inputs
 
 
-__all__ = ["MoSTConfig", "MoSTForCausalLM", "MoSTModel", "MoSTPreTrainedModel", "modality_from_ids"]
+__all__ = ["MoSTConfig", "MoSTForCausalLM", "MoSTModel", "MoSTPreTrainedModel", "SpeechProjector", "modality_from_ids"]

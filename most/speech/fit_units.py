@@ -1,4 +1,4 @@
-"""Stage `fit_units`: fit the k-means unit tokenizer on a sample of training frames."""
+"""Stage `fit_units`: fit the k-means unit tokenizer on a sample of the cached training frames."""
 
 from __future__ import annotations
 
@@ -11,40 +11,40 @@ import torch
 
 from most.io import atomic_directory, write_json
 from most.rng import rng_for
-from most.speech import corpus, kmeans
-from most.speech.features import make_features, normalize
+from most.speech import feature_store, kmeans
+from most.speech.features import normalize
 from most.speech.units import UnitTokenizer
 from most.stages import StageResult
 
 log = logging.getLogger(__name__)
 
 
-def sample_raw_frames(settings: dict, rows: list[dict], seed: int) -> tuple[list[torch.Tensor], int]:
-    """Unnormalized feature frames of randomly chosen training utterances, until the budget is met."""
-    features = make_features({**settings, "normalize": "none"})
-    order = list(range(len(rows)))
+def sample_raw_frames(settings: dict, features: Path, seed: int) -> tuple[list[torch.Tensor], int]:
+    """Cached, unnormalised frames of randomly chosen training utterances, until the budget is met."""
+    cached = {}
+    for split in (s for s in feature_store.splits(features) if s.startswith("train")):
+        cached |= feature_store.load_split(features, split)
+    order = sorted(cached)
     rng_for(seed, "fit_units-sample").shuffle(order)
     raw: list[torch.Tensor] = []
-    used = 0
-    for start in range(0, len(order), 16):
-        batch = [rows[i] for i in order[start : start + 16]]
-        raw += features([corpus.read_wave(r) for r in batch], [r["id"] for r in batch])
-        used += len(batch)
-        if sum(len(f) for f in raw) >= settings["sample_frames"]:
+    total = 0
+    for item in order:
+        if total >= settings["sample_frames"]:
             break
-    return raw, used
+        raw.append(cached[item])
+        total += len(cached[item])
+    return raw, len(raw)
 
 
 def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult:
     settings, seed = cfg["units"], cfg["seed"]
     torch.set_num_threads(max(1, threads))
     started = time.time()
-    training = corpus.rows(inputs["prepare"], [s for s in corpus.manifest_splits(inputs["prepare"]) if s.startswith("train")])
-    raw, used = sample_raw_frames(settings, training, seed)
+    raw, used = sample_raw_frames(settings, Path(inputs["features"]), seed)
     if not raw:
-        raise ValueError(f"fit_units: no training utterance in {inputs['prepare']}/manifests")
-    stacked = torch.cat(raw)
-    mean, std = stacked.mean(0), stacked.std(0) + 1e-5
+        raise ValueError(f"fit_units: no training utterance in {inputs['features']}")
+    statistics = feature_store.stats(Path(inputs["features"]))
+    mean, std = statistics["mean"], statistics["std"]
     sample = torch.cat([normalize(f, settings["normalize"], mean, std) for f in raw])[: settings["sample_frames"]]
     log.info("fit_units: %d frames from %d utterances (%.1f s of features)", len(sample), used, time.time() - started)
     result = kmeans.fit(sample, settings["k"], settings["kmeans_steps"], settings["batch_frames"], seed, settings["init_frames"])

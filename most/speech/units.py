@@ -56,8 +56,13 @@ class UnitTokenizer:
     def frame_features(self, waveforms, ids) -> list[torch.Tensor]:
         return self.features(waveforms, ids, self.mean, self.std)
 
-    def encode(self, waveforms, ids) -> list[tuple[list[int], list[int]]]:
-        """Deduplicated (units, run lengths) per waveform."""
+    def units_of(self, raw_frames: torch.Tensor) -> tuple[list[int], list[int]]:
+        """Deduplicated (units, run lengths) of one utterance's unnormalised frames (the cached features)."""
+        from most.speech.features import normalize
         from most.speech.kmeans import nearest
 
-        return [deduplicate(nearest(frames, self.centroids)[0]) for frames in self.frame_features(waveforms, ids)]
+        return deduplicate(nearest(normalize(raw_frames, self.settings["normalize"], self.mean, self.std), self.centroids)[0])
+
+    def encode(self, waveforms, ids) -> list[tuple[list[int], list[int]]]:
+        """Deduplicated (units, run lengths) per waveform."""
+        return [self.units_of(frames) for frames in self.features.unnormalized(waveforms, ids)]

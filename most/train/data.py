@@ -15,8 +15,9 @@ SOURCE_TASK = {
     "text_lm": "text_lm",
     "text_instruction": "text_instruction",
     "text_qa": "text_qa",
-    "speech_lm": "asr",  # speech continuation: the units of the ASR utterances, no text
+    "speech_lm": "asr",  # speech continuation: runs of 2-5 same-voice ASR utterances' units, no text
 }
+SPEECH_LM_RUN_LENGTHS = (2, 3, 4, 5)  # utterances per speech_lm example, in turn
 SPEECH_TASKS = {"asr", "spoken_instruction", "spoken_qa"}
 
 
@@ -38,4 +39,28 @@ def task_rows(tasks: list[str], split: str, tokens: Path, prepare: Path) -> dict
         for row in read_jsonl(text):
             if row["task"] in wanted:
                 by_source[row["task"]].append(row)
-    return {task: by_source[SOURCE_TASK[task]] for task in tasks}
+    out = {task: by_source[SOURCE_TASK[task]] for task in tasks}
+    if "speech_lm" in out:
+        out["speech_lm"] = speech_runs(out["speech_lm"])
+    return out
+
+
+def speech_runs(rows: list[dict]) -> list[dict]:
+    """Speech-LM examples: consecutive utterances of one voice joined, 2, 3, 4, 5, 2, ... at a time, so
+    the model learns continuations across sentences the length of the audio-LM test items (stories).
+    A unit repeated across a join is kept once (units are deduplicated)."""
+    by_speaker: dict[str, list[dict]] = {}
+    for row in rows:
+        by_speaker.setdefault(row["speaker"], []).append(row)
+    runs, turn = [], 0
+    for speaker in sorted(by_speaker):
+        queue = by_speaker[speaker]
+        while len(queue) >= 2:
+            size = SPEECH_LM_RUN_LENGTHS[turn % len(SPEECH_LM_RUN_LENGTHS)]
+            turn += 1
+            chosen, queue = queue[:size], queue[size:]
+            units: list[int] = []
+            for row in chosen:
+                units += row["units"][1:] if units and row["units"][:1] == units[-1:] else row["units"]
+            runs.append({"id": "+".join(row["id"] for row in chosen), "units": units, "speaker": speaker, "task": "speech_lm"})
+    return runs

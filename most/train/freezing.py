@@ -2,8 +2,8 @@
 
 Groups: `embeddings.text` / `embeddings.new` (rows of the input embedding and output head below /
 from the first unit id: units and markers are new), `attention`, `norms`, `dense_mlp`, `routers`,
-`experts.text` / `experts.audio` (rows of the fused expert tensors), `experts.shared`; `all` is every
-group. A parameter only partly trained (some rows) gets a 0/1 row mask: the loop multiplies its
+`experts.text` / `experts.audio` (rows of the fused expert tensors), `experts.shared`,
+`speech_projector` (continuous speech input); `all` is every group. A parameter only partly trained (some rows) gets a 0/1 row mask: the loop multiplies its
 gradient by the mask and applies weight decay to the trained rows only, so frozen rows never move.
 """
 
@@ -24,6 +24,7 @@ GROUPS = (
     "experts.text",
     "experts.audio",
     "experts.shared",
+    "speech_projector",
 )
 _LAYER = re.compile(r"\.layers\.(\d+)\.")
 
@@ -52,6 +53,8 @@ def _row_groups(name: str, parameter: torch.nn.Parameter, config) -> dict[str, l
     if name.endswith(("embed_tokens.weight", "lm_head.weight")):
         first_new = config.audio_token_start
         return {"embeddings.text": list(range(first_new)), "embeddings.new": list(range(first_new, parameter.shape[0]))}
+    if name.startswith("model.speech_projector."):
+        return "speech_projector"
     if ".self_attn." in name:
         return "attention"
     if "norm" in name.rsplit(".", 2)[-2]:  # input_layernorm, post_attention_layernorm, model.norm
@@ -80,6 +83,9 @@ def select_trainable(model, groups: list[str]) -> Trainable:
     whole, partial = [], []
     for name, parameter in model.named_parameters():
         found = _row_groups(name, parameter, model.config)
+        if found == "speech_projector" and model.config.speech_input != "continuous":
+            parameter.requires_grad_(False)  # unused with unit input: frozen, or DDP would wait for its gradient
+            continue
         if isinstance(found, str):
             parameter.requires_grad_(found in wanted)
             if found in wanted:

@@ -25,13 +25,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from most.io import atomic_directory, partial_directory
-from most.model.sequences import IGNORE, collate, row_losses
+from most.model.sequences import IGNORE, collate, model_inputs, row_losses
 from most.train.freezing import Trainable, select_trainable
 from most.train.mixing import MixedBatches
 
 log = logging.getLogger(__name__)
 CHECKPOINT = re.compile(r"^step_(\d+)$")
-Examples = dict[str, list[tuple[list[int], list[int]]]]
+Examples = dict[str, list[tuple]]  # task -> (input ids, labels[, speech frames]) per example
 
 
 @dataclass
@@ -48,6 +48,25 @@ class LoopSettings:
     gradient_accumulation: int = 1
     trainable: tuple[str, ...] = ("all",)
     eval_every: int = 0  # dev losses every N steps (and at the start and end); 0: start and end only
+    # task -> weight of that task's mean token loss (the mix ratios); None: one mean over all response tokens
+    task_weights: dict[str, float] | None = None
+
+
+def token_scales(task_tokens: dict[str, int], task_weights: dict[str, float] | None) -> dict[str, float]:
+    """What one response token's loss is multiplied by, per task, so that the step's loss is
+    sum over its tasks of weight x (that task's mean token loss), the weights renormalised over the
+    tasks present in the step; without weights, 1 / (all response tokens): one token mean. The
+    counts cover the whole step (every micro-batch, every rank), so the normalisation is exact
+    under gradient accumulation and DDP."""
+    present = {task: count for task, count in task_tokens.items() if count}
+    if task_weights is None:
+        total = sum(present.values())
+        return {task: 1 / total for task in present}
+    missing = sorted(set(present) - set(task_weights))
+    if missing:
+        raise ValueError(f"loss weighting: no weight for task(s) {missing}")
+    norm = sum(task_weights[task] for task in present)
+    return {task: task_weights[task] / norm / count for task, count in present.items()}
 
 
 def schedule(settings: LoopSettings) -> Callable[[int], float]:
@@ -138,10 +157,11 @@ def dev_losses(wrapped, dev: Examples, pad_id: int, device, tokens_per_batch: in
     losses = {}
     for task, rows in dev.items():
         total, count = 0.0, 0
-        size = max(1, tokens_per_batch // max(len(ids) for ids, _ in rows))
+        size = max(1, tokens_per_batch // max(len(example[0]) for example in rows))
         for start in range(0, len(rows), size):
             batch = {k: v.to(device) for k, v in collate(rows[start : start + size], pad_id).items()}
-            sums, counts = row_losses(wrapped(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits, batch["labels"])
+            logits = wrapped(**model_inputs(batch)).logits
+            sums, counts = row_losses(logits, batch["labels"])
             total, count = total + float(sums.sum()), count + int(counts.sum())
         losses[task] = total / max(count, 1)
     wrapped.train()
@@ -197,24 +217,32 @@ def train(
     while step < settings.steps and (stop_after is None or step < stop_after):
         started = time.time()
         chosen = [batches.next_batch() for _ in range(settings.gradient_accumulation)]
-        mine = [batch[rank::world] or batch[:1] for batch in chosen]  # a batch smaller than the world: ranks share its first example
+        # a batch smaller than the world: a rank without an example of its own runs the first one at
+        # weight 0 (DDP needs every rank's backward), so no example counts twice
+        mine = [batch[rank::world] or batch[:1] for batch in chosen]
+        weight = [1.0 if batch[rank::world] else 0.0 for batch in chosen]
         micro = [{k: v.to(accelerator.device) for k, v in collate([examples[t][i] for t, i in part], pad_id).items()} for part in mine]
-        # response tokens of the whole step (every rank sees the same batches): the loss is their mean
-        targets = sum(sum(label != IGNORE for label in examples[t][i][1][1:]) for batch in chosen for t, i in batch)
+        # response tokens per task of the whole step (every rank sees the same batches)
+        task_tokens = {task: 0 for task in tasks}
+        for batch in chosen:
+            for t, i in batch:
+                task_tokens[t] += sum(label != IGNORE for label in examples[t][i][1][1:])
+        scales = token_scales(task_tokens, settings.task_weights)
         per_task = torch.zeros(len(tasks), 2, device=accelerator.device)  # summed loss, response tokens
         aux, load = None, None
         optimizer.zero_grad(set_to_none=True)
         for index, (batch, part) in enumerate(zip(micro, mine, strict=True)):
             last = index == len(micro) - 1
             with nullcontext() if last else accelerator.no_sync(wrapped):  # DDP all-reduces once per step
-                out = wrapped(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_routing_stats=True)
+                out = wrapped(**model_inputs(batch), output_routing_stats=True)
                 sums, counts = row_losses(out.logits, batch["labels"])
-                loss = sums.sum() * world / max(targets, 1)  # DDP averages the ranks' gradients
+                row_scales = torch.tensor([scales.get(task, 0.0) * weight[index] for task, _ in part], device=sums.device)
+                loss = (sums * row_scales).sum() * world  # DDP averages the ranks' gradients
                 if out.aux_loss is not None and model.config.aux_loss_alpha > 0:
                     loss = loss + model.config.aux_loss_alpha * out.aux_loss / len(micro)
                 accelerator.backward(loss)
             rows = torch.tensor([tasks.index(task) for task, _ in part], device=accelerator.device)
-            per_task.index_add_(0, rows, torch.stack([sums.detach(), counts.to(sums.dtype)], dim=1))
+            per_task.index_add_(0, rows, torch.stack([sums.detach(), counts.to(sums.dtype)], dim=1) * weight[index])
             aux = out.aux_losses if aux is None else {k: aux[k] + v for k, v in out.aux_losses.items()}
             load = out.expert_load if load is None else load + out.expert_load
         trainable.mask_gradients()

@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 from most.io import atomic_directory, write_json
 from most.plots import expert_load_heatmap
 from most.stages import StageResult, process_rank
+from most.speech.feature_store import with_frames
 from most.train.data import task_rows
 from most.train.loop import LoopSettings, latest_checkpoint, train
 from most.train.mixing import MixedBatches
@@ -48,7 +49,7 @@ def formatted(formatter: Formatter, rows: dict[str, list[dict]], longest: int, l
     examples, too_long = {}, {}
     for task, task_rows_of in rows.items():
         made = [formatter.example(task, row) for row in task_rows_of[:limit]]
-        examples[task] = [e for e in made if len(e[0]) <= longest]
+        examples[task] = [e for e in made if len(e.ids) <= longest]
         too_long[task] = len(made) - len(examples[task])
     return examples, too_long
 
@@ -56,12 +57,18 @@ def formatted(formatter: Formatter, rows: dict[str, list[dict]], longest: int, l
 def training_data(stage: str, formatter: Formatter, settings: dict, inputs: dict) -> dict:
     """Training and dev examples of the stage's mix, and the dev ASR rows its WER is measured on."""
     mix = {task: ratio for task, ratio in settings["mix"].items() if ratio > 0}
-    examples, too_long = formatted(formatter, task_rows(list(mix), "train", inputs["tokens"], inputs["prepare"]), settings["max_length"])
-    dev_rows = {task: rows for task, rows in task_rows(list(mix), "dev", inputs["tokens"], inputs["prepare"]).items() if rows}
+
+    def rows_of(tasks: list[str], split: str) -> dict[str, list[dict]]:
+        found = task_rows(tasks, split, inputs["tokens"], inputs["prepare"])
+        if formatter.speech_frame_id is None:
+            return found
+        spoken_prompts = {task for task in found if "{speech}" in formatter.templates[task]["prompt"]}
+        return {task: with_frames(rows, inputs["features"], split) if task in spoken_prompts else rows for task, rows in found.items()}
+
+    examples, too_long = formatted(formatter, rows_of(list(mix), "train"), settings["max_length"])
+    dev_rows = {task: rows for task, rows in rows_of(list(mix), "dev").items() if rows}
     dev, _ = formatted(formatter, dev_rows, settings["max_length"], limit=settings["dev_examples"])
-    asr_dev = (dev_rows.get("asr") or task_rows(["asr"], "dev", inputs["tokens"], inputs["prepare"])["asr"])[
-        : settings["dev_asr_utterances"]
-    ]
+    asr_dev = (dev_rows.get("asr") or rows_of(["asr"], "dev")["asr"])[: settings["dev_asr_utterances"]]
     if len(asr_dev) < 2:  # checked before training: the WER comes after it
         raise ValueError(f"{stage}: dev ASR needs at least 2 dev utterances in {inputs['tokens']}/dev, found {len(asr_dev)}")
     for task, count in too_long.items():
@@ -86,7 +93,7 @@ def fit(
         {t: len(v) for t, v in examples.items()},
         {t: len(v) for t, v in dev.items()},
     )
-    lengths = {task: [len(ids) for ids, _ in rows_of] for task, rows_of in examples.items()}
+    lengths = {task: [len(example.ids) for example in rows_of] for task, rows_of in examples.items()}
     batches = MixedBatches(lengths, data["mix"], settings["tokens_per_batch"], seed)
     loop = LoopSettings(
         steps=settings["steps"],
@@ -101,6 +108,7 @@ def fit(
         gradient_accumulation=settings["gradient_accumulation"],
         trainable=tuple(settings["trainable"]),
         eval_every=settings["eval_every"],
+        task_weights=data["mix"] if settings["loss_weighting"] == "task" else None,
     )
     history: list[tuple[int, dict]] = []
 
@@ -121,8 +129,8 @@ def fit(
 
 
 def model_overrides(model) -> dict:
-    """Config fields a variant changed on load (routing, shared experts), to load it the same way again."""
-    return {key: getattr(model.config, key) for key in ("routing", "shared_expert_intermediate_size")}
+    """Config fields a variant changed on load (routing, shared experts, speech input), to load it the same way again."""
+    return {key: getattr(model.config, key) for key in ("routing", "shared_expert_intermediate_size", "speech_input")}
 
 
 def run_stage(stage: str, cfg: dict, inputs: dict, outputs: dict, threads: int) -> StageResult:
@@ -137,7 +145,7 @@ def run_stage(stage: str, cfg: dict, inputs: dict, outputs: dict, threads: int) 
     source = Path(inputs[SOURCE[stage]]) / "model"
     model = MoSTForCausalLM.from_pretrained(source, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(source)
-    formatter = Formatter(tokenizer, cfg["tasks"]["templates"], model.config.audio_token_start)
+    formatter = Formatter.for_model(tokenizer, cfg["tasks"]["templates"], model.config)
     data = training_data(stage, formatter, settings, inputs)
     started = time.time()
     checkpoints = checkpoint_folder(stage, cfg, inputs, Path(outputs[stage]))

@@ -1,15 +1,22 @@
 """Task formatting: one place that turns a corpus row into (input ids, labels) for training and evaluation.
 
 A template (config `tasks.templates.<task>`) has a `prompt` and a `response`, each a string with
-placeholders: `{text}` (the row's text), `{response}` (its answer), `{speech}` (the row's units,
+placeholders: `{text}` (the row's text), `{response}` (its answer), `{speech}` (the row's speech,
 wrapped in begin/end-of-speech markers) and `{tag}` (the task's tag token). The sequence is
 BOS + prompt + response + EOS; the loss covers the response and EOS only.
+
+Speech in a response is always units (speech output is discrete). Speech in a prompt is units too,
+or, for a model with continuous speech input (MoST-C), one `<|speech_frame|>` per encoder frame of
+the row (`speech_frames`), whose embedding the model replaces by the projected frame.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
 
 from most.model.layout import BEGIN_SPEECH, END_SPEECH, task_tag
 from most.model.sequences import IGNORE
@@ -17,20 +24,40 @@ from most.model.sequences import IGNORE
 _PLACEHOLDER = re.compile(r"\{(text|response|speech|tag)\}")
 
 
+class Example(NamedTuple):
+    ids: list[int]
+    labels: list[int]
+    speech: torch.Tensor | None = None  # encoder frames of the speech-frame positions, in order (continuous input)
+
+
 @dataclass(frozen=True)
 class Formatter:
     tokenizer: object
     templates: dict[str, dict[str, str]]
     audio_token_start: int
+    speech_frame_id: int | None = None  # set: prompts carry speech as encoder frames (continuous input)
 
-    def pieces(self, template: str, task: str, row: dict) -> list[int]:
-        """Token ids of one template string: text pieces through the tokenizer, units as ids."""
+    @classmethod
+    def for_model(cls, tokenizer, templates: dict, config) -> Formatter:
+        """The formatter of a MoST model: its unit ids, and frames for prompts if its speech input is continuous."""
+        frame_id = config.speech_frame_id if config.speech_input == "continuous" else None
+        return cls(tokenizer, templates, config.audio_token_start, frame_id)
+
+    def pieces(self, template: str, task: str, row: dict, frames: list | None = None) -> list[int]:
+        """Token ids of one template string: text pieces through the tokenizer, units as ids; with a
+        `frames` list (a prompt of a continuous-input model), speech as frame positions, its frames appended to the list."""
         ids: list[int] = []
         position = 0
         for match in _PLACEHOLDER.finditer(template):
             ids += self._text(template[position : match.start()])
             name = match.group(1)
-            if name == "speech":
+            if name == "speech" and frames is not None:
+                speech = row.get("speech_frames")
+                if speech is None or not len(speech):
+                    raise ValueError(f"task {task}: row {row.get('id', '?')} has no encoder frames for {{speech}} (continuous input)")
+                ids += [self._token(BEGIN_SPEECH), *[self.speech_frame_id] * len(speech), self._token(END_SPEECH)]
+                frames.append(speech)
+            elif name == "speech":
                 if not row.get("units"):
                     raise ValueError(f"task {task}: row {row.get('id', '?')} has no units for {{speech}}")
                 ids += [self._token(BEGIN_SPEECH), *(self.audio_token_start + u for u in row["units"]), self._token(END_SPEECH)]
@@ -41,16 +68,21 @@ class Formatter:
             position = match.end()
         return ids + self._text(template[position:])
 
-    def example(self, task: str, row: dict) -> tuple[list[int], list[int]]:
-        """(input_ids, labels) with labels IGNORE over BOS and the prompt."""
-        template = self.templates[task]
-        prompt = [self.tokenizer.bos_token_id, *self.pieces(template["prompt"], task, row)]
-        response = [*self.pieces(template["response"], task, row), self.tokenizer.eos_token_id]
-        return prompt + response, [IGNORE] * len(prompt) + response
+    def example(self, task: str, row: dict) -> Example:
+        """(input_ids, labels, speech frames) with labels IGNORE over BOS and the prompt."""
+        prompt, speech = self.prompt_with_speech(task, row)
+        response = [*self.pieces(self.templates[task]["response"], task, row), self.tokenizer.eos_token_id]
+        return Example(prompt + response, [IGNORE] * len(prompt) + response, speech)
 
     def prompt(self, task: str, row: dict) -> list[int]:
         """The ids a model continues at evaluation: BOS + prompt (the same code as training)."""
-        return [self.tokenizer.bos_token_id, *self.pieces(self.templates[task]["prompt"], task, row)]
+        return self.prompt_with_speech(task, row)[0]
+
+    def prompt_with_speech(self, task: str, row: dict) -> tuple[list[int], torch.Tensor | None]:
+        """BOS + prompt, and the encoder frames of its speech-frame positions (None: units or no speech)."""
+        frames: list | None = [] if self.speech_frame_id is not None else None
+        ids = [self.tokenizer.bos_token_id, *self.pieces(self.templates[task]["prompt"], task, row, frames)]
+        return ids, torch.cat([torch.as_tensor(f) for f in frames]) if frames else None
 
     def _text(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []

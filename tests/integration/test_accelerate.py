@@ -53,7 +53,8 @@ def test_a_training_stage_on_two_processes_matches_one(ran_repo, tmp_path):
     logs losses over both ranks, and only the main process evaluates and writes the outputs."""
     results = ran_repo / "results" / "embedded"
     stage = ["posttrain", "--config", str(results / "config" / "posttrain.yaml"), "--prepare", str(results / "prepare")]
-    stage += ["--tokens", str(results / "units" / "tokens"), "--graft", str(results / "graft"), "--output", str(tmp_path / "posttrain")]
+    stage += ["--tokens", str(results / "units" / "tokens"), "--features", str(results / "units" / "features")]
+    stage += ["--graft", str(results / "graft"), "--output", str(tmp_path / "posttrain")]
     launched = run(
         ["most", "launch", "--gpus-per-node", "2", "--accelerate-config", "config/accelerate/ddp.yaml", "--", *stage, "--threads", "1"],
         ran_repo,

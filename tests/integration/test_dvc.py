@@ -48,7 +48,7 @@ def test_dvc_repro_in_a_fresh_clone_gives_byte_identical_outputs(ran_repo, tmp_p
     # every number of the report (its provenance and the stage times aside)
     ours, theirs = (json.loads((repo / "results" / "embedded" / "report.json").read_text()) for repo in (ran_repo, clone))
     assert {k: ours[k] for k in ("asr", "tts", "audio_lm", "spoken_qa")} == {k: theirs[k] for k in ("asr", "tts", "audio_lm", "spoken_qa")}
-    untimed = ("download", "prepare", "fit_units", "tokenize", "train_vocoder", "unit_ceiling", "pretrain_base", "graft")
+    untimed = ("download", "prepare", "encode_features", "fit_units", "tokenize", "train_vocoder", "unit_ceiling", "pretrain_base", "graft")
     assert locked(ran_repo, untimed) == locked(clone, untimed)
     assert snakemake_plan(clone) == set()
     assert "Data and pipelines are up to date" in run(["dvc", "status"], clone).stdout

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import soundfile
 
-from tests.conftest import run, snakemake_plan
+from tests.conftest import run, snakemake_plan, tiny_config
 
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
 HEADLINE = [("asr", "wer"), ("tts", "wer"), ("audio_lm", "accuracy"), ("spoken_qa", "s2t_accuracy"), ("spoken_qa", "s2s_accuracy")]
@@ -67,7 +67,8 @@ def test_the_ablations_target_shares_upstream_stages_and_compares_variants(fresh
     assert snakemake_plan(fresh_copy, "ablations") == {"stage_config[stage=ablations]", "ablations"}
     run(["snakemake", "--cores", "all", "ablations"], fresh_copy)
     table = json.loads((results(fresh_copy) / "ablations.json").read_text())
-    assert table["baseline"] == "mamoe" and set(table["variants"]) == {"mamoe", "plain_moe", "no_shared"}
+    assert table["baseline"] == "mamoe" and set(table["variants"]) == {"mamoe", "plain_moe", "no_shared", "continuous_input"}
+    assert table["variants"]["continuous_input"]["config"] == {"routing": "official", "speech_input": "continuous"}
     for name, row in table["variants"].items():
         assert row["steps"] == 4 and row["asr_utterances"] == 3 and row["audio_lm_pair_count"] > 0
         if name != "mamoe":
@@ -87,6 +88,17 @@ def test_most_asr_transcribes_wav_files(ran_repo):
     result = run(["most", "asr", *map(str, wavs)], ran_repo)
     lines = result.stdout.splitlines()
     assert len(lines) == len(wavs) and all(line.split("\t")[0] == str(wav) for line, wav in zip(lines, wavs))
+
+
+def test_most_asr_on_a_test_file_sees_what_the_evaluation_saw(ran_repo):
+    """One file through `most asr` gets the evaluation's transcript: its features are computed as the
+    cached ones were (each utterance encoded alone), so input, model and decoding are the same."""
+    evaluated = json.loads((results(ran_repo) / "eval" / "asr" / "transcripts.jsonl").read_text().splitlines()[0])
+    manifest = results(ran_repo) / "prepare" / "manifests" / "test.jsonl"
+    row = next(r for r in map(json.loads, manifest.read_text().splitlines()) if r["id"] == evaluated["id"])
+    max_new_tokens = tiny_config()["evaluate"]["max_new_tokens"]
+    result = run(["most", "asr", str(ran_repo / row["audio"]), "--max-new-tokens", str(max_new_tokens)], ran_repo)
+    assert result.stdout.strip() == evaluated["hypothesis"]
 
 
 @pytest.mark.skipif(

@@ -14,7 +14,8 @@ from most import config as most_config
 from tests.conftest import STAGES, edit_config, env, jobs_in, run, snakemake_plan
 
 
-UNIT_STAGES = {"fit_units", "tokenize", "train_vocoder", "unit_ceiling"}
+UNIT_STAGES = {"encode_features", "fit_units", "tokenize", "train_vocoder", "unit_ceiling"}
+UNITS_VIEWS = {"stage_config[stage=encode_features]", "stage_config[stage=fit_units]", "stage_config[stage=tokenize]"}
 MODEL_STAGES = {"pretrain_base", "graft", "posttrain", "instruct"}
 EVAL_STAGES = {"eval_asr", "eval_tts", "eval_audio_lm", "eval_spoken_qa", "report"}
 REPORT_VIEW = "stage_config[stage=report]"  # the report reads (and hashes) every section its numbers depend on
@@ -75,12 +76,16 @@ def test_each_edit_reruns_exactly_the_stages_it_affects(fresh_copy):
 
     (fresh_copy / "config" / "config.yaml").write_text(original)
     edit_config(fresh_copy, lambda c: c["units"].__setitem__("k", 32))
-    assert (
-        snakemake_plan(fresh_copy)
-        == {"stage_config[stage=fit_units]", "stage_config[stage=tokenize]", REPORT_VIEW, "graft", "posttrain", "instruct"}
-        | UNIT_STAGES
-        | EVAL_STAGES
-    )
+    # the feature stage reads the units section too (its view is whole sections)
+    assert snakemake_plan(fresh_copy) == UNITS_VIEWS | {REPORT_VIEW, "graft", "posttrain", "instruct"} | UNIT_STAGES | EVAL_STAGES
+
+    (fresh_copy / "config" / "config.yaml").write_text(original)
+    edit_config(fresh_copy, lambda c: c["units"].__setitem__("features", "logmel"))
+    assert snakemake_plan(fresh_copy) == UNITS_VIEWS | {REPORT_VIEW, "graft", "posttrain", "instruct"} | UNIT_STAGES | EVAL_STAGES
+
+    (fresh_copy / "config" / "config.yaml").write_text(original)
+    edit_config(fresh_copy, lambda c: c["model"].__setitem__("speech_input", "continuous"))
+    assert snakemake_plan(fresh_copy) == {"stage_config[stage=graft]", REPORT_VIEW, "graft", "posttrain", "instruct"} | EVAL_STAGES
 
     (fresh_copy / "config" / "config.yaml").write_text(original)
     edit_config(fresh_copy, lambda c: c["vocoder"].__setitem__("steps", 7))
@@ -148,12 +153,31 @@ def test_each_one_value_edit_runs_exactly_its_planned_stages(fresh_copy):
     learning_rate = planned_then_run(lambda: edit_config(fresh_copy, lambda c: c["instruct"].__setitem__("learning_rate", 0.001)))
     assert learning_rate == views("instruct", "report") | {"instruct"} | EVAL_STAGES
     units = planned_then_run(lambda: edit_config(fresh_copy, lambda c: c["units"].__setitem__("k", 48)))
-    assert units == views("fit_units", "tokenize", "report") | UNIT_STAGES | {"graft", "posttrain", "instruct"} | EVAL_STAGES
+    assert (
+        units
+        == views("encode_features", "fit_units", "tokenize", "report") | UNIT_STAGES | {"graft", "posttrain", "instruct"} | EVAL_STAGES
+    )
     graft_code = fresh_copy / "most" / "model" / "graft.py"
     model = planned_then_run(lambda: graft_code.write_text(graft_code.read_text() + "\n# an edit of the grafting code\n"))
     assert model == {"graft", "posttrain", "instruct"} | EVAL_STAGES
     # code is identified by content: a bare touch (a branch switch, a fresh checkout) reruns nothing
     os.utime(fresh_copy / "most" / "model" / "moe.py")
+    assert snakemake_plan(fresh_copy) == set()
+
+
+def test_the_tiny_pipeline_runs_with_continuous_input_too(fresh_copy):
+    """The default run takes units as input; continuous input (encoder frames through the projector,
+    MoST-C) reruns the graft and everything after it, and trains, evaluates and reports the same way."""
+    results = fresh_copy / "results" / "embedded"
+    assert json.loads((results / "graft" / "report.json").read_text())["speech_input"] == "units"
+    edit_config(fresh_copy, lambda c: c["model"].__setitem__("speech_input", "continuous"))
+    result = run(["snakemake", "--cores", "all"], fresh_copy)
+    assert (
+        jobs_in(result.stdout + result.stderr) == {"stage_config[stage=graft]", REPORT_VIEW, "graft", "posttrain", "instruct"} | EVAL_STAGES
+    )
+    assert json.loads((results / "graft" / "model" / "config.json").read_text())["speech_input"] == "continuous"
+    report = json.loads((results / "report.json").read_text())
+    assert report["speech"]["input"] == "continuous" and report["asr"]["wer"]["n"] > 0 and report["spoken_qa"]["s2t_accuracy"]["n"] > 0
     assert snakemake_plan(fresh_copy) == set()
 
 

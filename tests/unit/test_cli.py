@@ -32,8 +32,17 @@ def test_a_stage_view_needs_explicit_folders(tmp_path):
 
 def test_upstream_stages_follow_the_inputs_transitively():
     assert stages.upstream_stages("download") == []
-    assert stages.upstream_stages("unit_ceiling") == ["download", "prepare", "fit_units", "tokenize", "train_vocoder"]
-    assert stages.upstream_stages("instruct") == ["download", "prepare", "fit_units", "tokenize", "pretrain_base", "graft", "posttrain"]
+    assert stages.upstream_stages("unit_ceiling") == ["download", "prepare", "encode_features", "fit_units", "tokenize", "train_vocoder"]
+    assert stages.upstream_stages("instruct") == [
+        "download",
+        "prepare",
+        "encode_features",
+        "fit_units",
+        "tokenize",
+        "pretrain_base",
+        "graft",
+        "posttrain",
+    ]
     assert "train_vocoder" not in stages.upstream_stages("posttrain")
 
 

@@ -9,7 +9,7 @@ import torch
 from most.evaluate.audio_lm import accuracy, pair_scores
 from most.evaluate.generate import AllowedTokens
 from most.evaluate.normalize import character_error_rate, normalize, word_error_rate
-from most.evaluate.spoken_qa import contains_answer, exact_match, scored
+from most.evaluate.spoken_qa import by_kind, contains_answer, exact_match, scored
 from most.evaluate.stats import bootstrap_macro_mean
 
 
@@ -97,6 +97,43 @@ def test_answer_containment_and_exact_match():
     assert not exact_match("", [""])
     result = scored(["twelve", "in the city", "no idea", "it is 7"], [["12"], ["the city"], ["ten"], ["seven"]], seed=0)
     assert result["accuracy"] == 0.75 and result["exact_match"] == 0.25 and result["questions"] == 4
+
+
+def test_answers_are_scored_per_kind_of_question_with_and_without_speech():
+    rows = [{"label": "fact"}, {"label": "arithmetic"}, {"label": "fact"}, {"label": ""}]
+    result = by_kind(rows, ["red", "nine", "blue", "x"], ["red", "ten", "red", "x"], [["red"], ["nine"], ["red"], ["x"]], seed=0)
+    assert sorted(result) == ["all", "arithmetic", "fact"]
+    assert result["fact"]["s2t"]["accuracy"] == 0.5 and result["fact"]["t2t"]["accuracy"] == 1.0
+    assert result["arithmetic"]["s2t"]["accuracy"] == 1.0 and result["arithmetic"]["t2t"]["accuracy"] == 0.0
+    assert "t2t" not in by_kind(rows, ["red"] * 4, None, [["red"]] * 4, seed=0)["fact"]
+
+
+def test_audio_lm_likelihoods_can_cover_unit_tokens_only():
+    from most.evaluate.generate import Checkpoint
+    from most.model import MoSTForCausalLM, layout
+    from most.model.pretrain_base import train_tokenizer
+    from most.train.tasks import Formatter
+    from tests.unit.test_model import tiny_config
+
+    tokenizer = train_tokenizer(["the cook finds some cups", "red kite"] * 5, 200)
+    token_layout = layout.extend_tokenizer(tokenizer, 16)
+    config = tiny_config(
+        vocab_size=len(tokenizer),
+        audio_token_start=token_layout["audio_token_start"],
+        audio_token_count=16,
+        audio_marker_ids=token_layout["audio_marker_ids"],
+        speech_frame_id=token_layout["speech_frame_id"],
+    )
+    torch.manual_seed(0)
+    model = MoSTForCausalLM(config).eval()
+    templates = {"speech_lm": {"prompt": "{tag}", "response": "{speech}"}}
+    checkpoint = Checkpoint(model, tokenizer, Formatter.for_model(tokenizer, templates, config))
+    rows = [{"id": "a", "units": [1, 5, 2]}, {"id": "b", "units": [7, 7, 3, 9]}]
+    everything = checkpoint.log_likelihoods("speech_lm", rows)
+    units = checkpoint.log_likelihoods("speech_lm", rows, units_only=True)
+    assert [count for _, count in everything] == [3 + 3, 4 + 3]  # units + begin/end of speech + EOS
+    assert [count for _, count in units] == [3, 4]
+    assert all(unit_score > full_score for (unit_score, _), (full_score, _) in zip(units, everything))  # fewer terms, each <= 0
 
 
 def test_macro_mean_interval():

@@ -20,6 +20,7 @@ SETTINGS = {
     "routing": "official",
     "expert_backend": "grouped",
     "expert_assignment": "index",
+    "speech_input": "units",
     "aux_loss_alpha": 0.001,
     "aux_loss_scope": "group",
     "new_embedding_noise": 0.02,
@@ -107,6 +108,24 @@ def test_token_layout_appends_contiguous_units_and_markers(base_folder):
     assert float((embeddings[start:] - mean).abs().max()) < float((embeddings[:before] - mean).abs().max())
     again, _ = graft(*load_base(str(base_folder), ""), SETTINGS, units=20, seed=0)
     assert torch.equal(again.model.embed_tokens.weight, embeddings)
+
+
+def test_a_continuous_graft_normalises_frames_with_the_corpus_statistics(base_folder, tmp_path):
+    stats = {"mean": torch.linspace(-1, 1, 6), "std": torch.linspace(0.5, 2, 6)}
+    with pytest.raises(ValueError, match="needs the cached features"):
+        graft(*load_base(str(base_folder), ""), {**SETTINGS, "speech_input": "continuous"}, units=20, seed=0)
+    model, token_layout = graft(*load_base(str(base_folder), ""), {**SETTINGS, "speech_input": "continuous"}, 20, 0, stats)
+    assert model.config.speech_input == "continuous" and model.config.speech_frame_id == token_layout["speech_frame_id"]
+    projector = model.model.speech_projector
+    assert torch.equal(projector.feature_mean, stats["mean"]) and torch.equal(projector.feature_std, stats["std"])
+    again, _ = graft(*load_base(str(base_folder), ""), {**SETTINGS, "speech_input": "continuous"}, 20, 0, stats)
+    assert torch.equal(again.model.speech_projector.linear_in.weight, projector.linear_in.weight)  # seeded
+    model.save_pretrained(tmp_path / "model")
+    loaded = MoSTForCausalLM.from_pretrained(tmp_path / "model")
+    assert torch.equal(loaded.model.speech_projector.feature_std, stats["std"])
+    # a units graft keeps the projector (an ablation may load it as continuous), unused
+    units_model, _ = graft(*load_base(str(base_folder), ""), SETTINGS, 20, 0, stats)
+    assert units_model.config.speech_input == "units" and units_model.model.speech_projector is not None
 
 
 @pytest.mark.parametrize("assignment", ["usage", "duplicate"])

@@ -203,6 +203,64 @@ def test_generate_with_cache_equals_without_and_checkpoints_round_trip(tmp_path)
     assert torch.equal(loaded(input_ids=prompt).logits, model(input_ids=prompt).logits)
 
 
+FRAME = 295  # the speech-frame placeholder of the continuous-input tests
+FEATURE_DIM = 12
+
+
+def continuous_config(**overrides) -> MoSTConfig:
+    return tiny_config(speech_input="continuous", speech_frame_id=FRAME, speech_feature_dim=FEATURE_DIM, **overrides)
+
+
+def test_continuous_frames_are_projected_into_audio_positions_routed_to_audio_experts():
+    torch.manual_seed(0)
+    model = MoSTForCausalLM(continuous_config()).eval()
+    projector = model.model.speech_projector
+    assert projector.linear_in.weight.shape == (64, FEATURE_DIM) and projector.linear_out.weight.shape == (64, 64)
+    ids = torch.tensor([[1, 5, BEGIN_SPEECH, FRAME, FRAME, FRAME, 291, 7], [1, BEGIN_SPEECH, FRAME, FRAME, 291, 8, 9, 10]])
+    frames = torch.randn(5, FEATURE_DIM)
+    assert modality_from_ids(ids, model.config)[0].tolist() == [0, 0, 1, 1, 1, 1, 0, 0]
+    routed = []
+    model.model.layers[1].mlp.gate.register_forward_hook(lambda module, args, out: routed.append((args[1], out.indices)))
+    out = model(input_ids=ids, speech_features=frames)
+    modality, experts = routed[0]
+    assert modality.reshape(ids.shape)[0].tolist() == [0, 0, 1, 1, 1, 1, 0, 0]
+    audio_experts = set(model.config.audio_expert_ids)
+    chosen = experts.reshape(*ids.shape, -1)
+    assert all(int(e) in audio_experts for row, col in ((0, 3), (0, 4), (1, 2), (1, 3)) for e in chosen[row, col])
+    # the frames reach the output, in reading order: a change to the 4th frame (row 1) moves only row 1
+    changed = frames.clone()
+    changed[3] += 1.0
+    moved = model(input_ids=ids, speech_features=changed).logits
+    assert torch.equal(moved[0], out.logits[0]) and not torch.allclose(moved[1], out.logits[1])
+    # the projector trains: gradients reach it
+    model.train()
+    model(input_ids=ids, speech_features=frames).logits.sum().backward()
+    assert projector.linear_in.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="5 speech-frame positions but 4 speech_features"):
+        model(input_ids=ids, speech_features=frames[:4])
+    with pytest.raises(ValueError, match="no speech_features"):
+        model(input_ids=ids)
+
+
+@pytest.mark.parametrize("speech_input", ["units", "continuous"])
+def test_cached_generate_equals_uncached_in_both_input_modes(speech_input, tmp_path):
+    torch.manual_seed(0)
+    model = MoSTForCausalLM(continuous_config() if speech_input == "continuous" else tiny_config()).eval()
+    if speech_input == "continuous":
+        prompt, inputs = torch.tensor([[1, 9, BEGIN_SPEECH, *[FRAME] * 6, 291]]), {"speech_features": torch.randn(6, FEATURE_DIM)}
+    else:
+        prompt, inputs = torch.tensor([[1, 9, BEGIN_SPEECH, *range(UNIT_START, UNIT_START + 6), 291]]), {}
+    cached = model.generate(prompt, max_new_tokens=8, do_sample=False, **inputs)
+    uncached = model.generate(prompt, max_new_tokens=8, do_sample=False, use_cache=False, **inputs)
+    assert cached.shape[1] == prompt.shape[1] + 8 and torch.equal(cached, uncached)
+    if speech_input == "continuous":  # the frames matter to what is generated, and survive save/load
+        other = model.generate(prompt, max_new_tokens=8, do_sample=False, speech_features=torch.randn(6, FEATURE_DIM) * 5)
+        assert not torch.equal(other, cached)
+        model.save_pretrained(tmp_path / "model")
+        loaded = MoSTForCausalLM.from_pretrained(tmp_path / "model")
+        assert torch.equal(loaded.generate(prompt, max_new_tokens=8, do_sample=False, **inputs), cached)
+
+
 def test_balance_losses_are_per_group_and_ignore_padding():
     torch.manual_seed(0)
     model = MoSTForCausalLM(tiny_config(aux_loss_alpha=0.1)).train()

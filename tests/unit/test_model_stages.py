@@ -3,10 +3,12 @@
 import json
 
 import pytest
+import torch
 
 from most import config
 from most.model import MoSTForCausalLM, graft, pretrain_base
 from most.model.layout import BEGIN_SPEECH, unit_token
+from most.speech import feature_store
 from tests.conftest import tiny_config
 
 WORDS = ["the cook", "my sister", "anna", "three birds", "the farmer"]
@@ -35,6 +37,8 @@ def corpus(tmp_path_factory):
         (manifests / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
     (root / "tokens").mkdir()
     (root / "tokens" / "tokenize_report.json").write_text(json.dumps({"k": 12}))
+    (root / "features").mkdir()
+    feature_store.save_stats(root / "features", [torch.randn(40, 6, generator=torch.Generator().manual_seed(0))])
     return root
 
 
@@ -60,12 +64,14 @@ def test_pretrain_then_graft(corpus, tmp_path):
 
     grafted = graft.run(
         config.view(cfg, "graft"),
-        {**inputs, "tokens": corpus / "tokens", "base_lm": tmp_path / "base_lm"},
+        {**inputs, "tokens": corpus / "tokens", "features": corpus / "features", "base_lm": tmp_path / "base_lm"},
         {"graft": tmp_path / "graft"},
     )
     report = json.loads((tmp_path / "graft" / "report.json").read_text())
     assert report["plain_index_matches_base"] is True and grafted.metrics["plain_index_max_logit_difference"] <= 1e-5
     assert report["base_perplexity"] > 1 and report["most_perplexity"] > 1 and report["audio_token_count"] == 12
+    # unit input by default; the graft builds the projector from the cached features all the same (an ablation may use it)
+    assert report["speech_input"] == "units" and report["speech_feature_dim"] == 6
     model = MoSTForCausalLM.from_pretrained(tmp_path / "graft" / "model")
     from transformers import AutoTokenizer
 
@@ -84,7 +90,7 @@ def test_graft_refuses_a_hub_base_it_cannot_reach(corpus, tmp_path, monkeypatch)
     with pytest.raises(ValueError, match="model.base: cannot load 'nobody/no-such-model'"):
         graft.run(
             config.view(cfg, "graft"),
-            {"prepare": corpus / "prepare", "tokens": corpus / "tokens", "base_lm": tmp_path},
+            {"prepare": corpus / "prepare", "tokens": corpus / "tokens", "features": corpus / "features", "base_lm": tmp_path},
             {"graft": tmp_path / "g"},
         )
     assert not (tmp_path / "g").exists()
@@ -96,7 +102,12 @@ def test_the_graft_report_differs_by_routing(corpus, tmp_path):
     perplexities = {}
     for routing in ("official", "plain"):
         cfg["model"]["routing"] = routing
-        inputs = {"prepare": corpus / "prepare", "tokens": corpus / "tokens", "base_lm": tmp_path / "base_lm"}
+        inputs = {
+            "prepare": corpus / "prepare",
+            "tokens": corpus / "tokens",
+            "features": corpus / "features",
+            "base_lm": tmp_path / "base_lm",
+        }
         graft.run(config.view(cfg, "graft"), inputs, {"graft": tmp_path / routing})
         perplexities[routing] = json.loads((tmp_path / routing / "report.json").read_text())
     plain = perplexities["plain"]

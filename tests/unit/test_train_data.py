@@ -1,11 +1,14 @@
 """Task formatting (the loss mask) and task mixing (ratios, token budget, resumable state)."""
 
 import collections
+import dataclasses
 
 import pytest
+import torch
 
 from most.model import layout
 from most.model.pretrain_base import train_tokenizer
+from most.train.data import speech_runs
 from most.train.mixing import MixedBatches
 from most.train.tasks import IGNORE, Formatter
 
@@ -29,7 +32,8 @@ ROW = {"id": "r1", "text": "the cook finds some cups", "response": "four", "unit
 
 @pytest.mark.parametrize("task", sorted(TEMPLATES))
 def test_the_loss_covers_exactly_the_response(formatter, task):
-    ids, labels = formatter.example(task, ROW)
+    ids, labels, speech = formatter.example(task, ROW)
+    assert speech is None  # units: no frames
     tokenizer = formatter.tokenizer
     prompt = formatter.prompt(task, ROW)
     assert ids[: len(prompt)] == prompt and ids[0] == tokenizer.bos_token_id and ids[-1] == tokenizer.eos_token_id
@@ -41,13 +45,42 @@ def test_the_loss_covers_exactly_the_response(formatter, task):
 
 
 def test_speech_is_wrapped_unit_ids(formatter):
-    ids, labels = formatter.example("tts", ROW)
+    ids, labels, _ = formatter.example("tts", ROW)
     begin = formatter.tokenizer.convert_tokens_to_ids(layout.BEGIN_SPEECH)
     end = formatter.tokenizer.convert_tokens_to_ids(layout.END_SPEECH)
     start = ids.index(begin)
     assert ids[start : start + 5] == [begin, *(formatter.audio_token_start + u for u in (3, 9, 4)), end]
     assert labels[start] == begin  # TTS learns to open and close the speech span
     assert formatter.tokenizer.decode(ids[ids.index(end) + 1 : -1]) == ""
+
+
+def test_continuous_input_puts_one_frame_position_per_encoder_frame_in_prompts_only(formatter):
+    frame_id = formatter.tokenizer.convert_tokens_to_ids(layout.SPEECH_FRAME)
+    continuous = dataclasses.replace(formatter, speech_frame_id=frame_id)
+    frames = torch.randn(5, 7)
+    row = {**ROW, "speech_frames": frames}
+    ids, labels, speech = continuous.example("asr", row)
+    begin = ids.index(formatter.tokenizer.convert_tokens_to_ids(layout.BEGIN_SPEECH))
+    assert ids[begin + 1 : begin + 6] == [frame_id] * 5 and ids[begin + 6] == formatter.tokenizer.convert_tokens_to_ids(layout.END_SPEECH)
+    assert torch.equal(speech, frames) and all(label == IGNORE for label in labels[: begin + 7])
+    # speech output stays units: the TTS response is unit ids, its prompt has no frames
+    ids, _, speech = continuous.example("tts", row)
+    assert speech is None and frame_id not in ids and formatter.audio_token_start + 3 in ids
+    with pytest.raises(ValueError, match="row r3 has no encoder frames"):
+        continuous.example("asr", {**ROW, "id": "r3"})
+
+
+def test_speech_lm_examples_join_two_to_five_utterances_of_one_voice():
+    rows = [{"id": f"{voice}{i}", "speaker": voice, "units": [i, i + 1]} for voice in ("a", "b") for i in range(9)]
+    runs = speech_runs(rows)
+    # the sizes cycle across voices; a voice's last run takes what is left (never a single utterance)
+    assert [len(run["id"].split("+")) for run in runs] == [2, 3, 4, 5, 2, 2]
+    for run in runs:
+        parts = run["id"].split("+")
+        assert {part[0] for part in parts} == {run["speaker"]} and run["task"] == "speech_lm"
+        # a unit repeated across a join is kept once: [0, 1] + [1, 2] -> [0, 1, 2]
+        first = int(parts[0][1:])
+        assert run["units"] == list(range(first, first + len(parts) + 1))
 
 
 def test_a_row_without_units_is_named(formatter):

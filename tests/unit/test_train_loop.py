@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from most.model import MoSTForCausalLM
-from most.train.loop import CheckpointWriteError, LoopSettings, latest_checkpoint, train
+from most.train.freezing import select_trainable
+from most.train.loop import CheckpointWriteError, LoopSettings, latest_checkpoint, token_scales, train
 from most.train.mixing import MixedBatches
 from tests.unit.test_model import UNIT_START, tiny_config
 
@@ -132,7 +133,21 @@ class FixedBatches:
         self.position = state["position"]
 
 
-def test_two_accumulated_micro_batches_make_the_same_step_as_one_batch(tmp_path):
+def test_task_weighting_makes_the_loss_a_mix_of_task_means_on_planted_losses():
+    # 10 transcript tokens at loss 2.0 and 50 unit tokens at loss 1.0
+    tokens, summed = {"asr": 10, "tts": 50, "text_lm": 0}, {"asr": 20.0, "tts": 50.0}
+    scales = token_scales(tokens, {"asr": 0.35, "tts": 0.35, "text_lm": 0.3})
+    assert set(scales) == {"asr", "tts"}  # an absent task takes no share: weights renormalised over the present ones
+    assert sum(summed[t] * scales[t] for t in scales) == pytest.approx(0.5 * 2.0 + 0.5 * 1.0)
+    # the per-token mean lets the long responses dominate
+    scales = token_scales(tokens, None)
+    assert sum(summed[t] * scales[t] for t in scales) == pytest.approx(70.0 / 60)
+    with pytest.raises(ValueError, match="no weight for task"):
+        token_scales(tokens, {"asr": 1.0})
+
+
+@pytest.mark.parametrize("task_weights", [None, {"asr": 0.7, "text_lm": 0.3}], ids=["token-mean", "task-weighted"])
+def test_two_accumulated_micro_batches_make_the_same_step_as_one_batch(tmp_path, task_weights):
     """Compared through Adam's first moment after one step (0.1 x the clipped gradient): the weights
     themselves move by ~lr x sign(gradient), which float rounding flips where a gradient is ~0."""
     data = examples()
@@ -141,7 +156,9 @@ def test_two_accumulated_micro_batches_make_the_same_step_as_one_batch(tmp_path)
     for batches, accumulation in (([first + second], 1), ([first, second], 2)):
         torch.manual_seed(0)
         model = MoSTForCausalLM(tiny_config(aux_loss_alpha=0.0))  # the balance loss is not additive over micro-batches
-        settings = LoopSettings(**{**SETTINGS.__dict__, "steps": 1, "warmup_steps": 0, "gradient_accumulation": accumulation})
+        settings = LoopSettings(
+            **{**SETTINGS.__dict__, "steps": 1, "warmup_steps": 0, "gradient_accumulation": accumulation, "task_weights": task_weights}
+        )
         train(model, data, FixedBatches(batches), settings, tmp_path / str(accumulation), pad_id=0)
         state = torch.load(tmp_path / str(accumulation) / "step_1" / "optimizer.pt", weights_only=True)["optimizer"]["state"]
         moments.append([state[index]["exp_avg"] for index in sorted(state)])
@@ -149,6 +166,19 @@ def test_two_accumulated_micro_batches_make_the_same_step_as_one_batch(tmp_path)
     for one, two in zip(*moments, strict=True):
         torch.testing.assert_close(two, one, atol=1e-7, rtol=1e-4)
     assert sum(float(m.abs().sum()) for m in moments[0]) > 0
+
+
+@pytest.mark.parametrize("speech_input", ["continuous", "units"])
+def test_the_speech_projector_trains_with_continuous_input_only(speech_input):
+    model = MoSTForCausalLM(tiny_config(speech_input=speech_input, speech_frame_id=295, speech_feature_dim=12))
+    trainable = select_trainable(model, ["all"])
+    projector = list(model.model.speech_projector.parameters())
+    assert all(p.requires_grad == (speech_input == "continuous") for p in projector)
+    assert any(p is q for p in projector for q in trainable.whole) == (speech_input == "continuous")
+    with pytest.raises(ValueError, match="select no parameter"):
+        select_trainable(
+            MoSTForCausalLM(tiny_config(speech_input="units", speech_frame_id=295, speech_feature_dim=12)), ["speech_projector"]
+        )
 
 
 def test_frozen_groups_and_rows_never_move(tmp_path):

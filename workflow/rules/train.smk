@@ -8,6 +8,7 @@ rule posttrain:
         upstream=upstream_configs("posttrain"),
         prepare=rules.prepare.output[0],
         tokens=rules.tokenize.output[0],
+        features=rules.encode_features.output[0],
         graft=rules.graft.output[0],
     output:
         directory(f"{RESULTS}/posttrain"),
@@ -24,7 +25,7 @@ rule posttrain:
         MOST_ENV
     shell:
         "most launch --gpus-per-node {resources.launch_gpus} --nodes {resources.launch_nodes} --accelerate-config {resources.launch_accelerate:q}"
-        " -- posttrain --config {input.config:q} --prepare {input.prepare:q} --tokens {input.tokens:q} --graft {input.graft:q}"
+        " -- posttrain --config {input.config:q} --prepare {input.prepare:q} --tokens {input.tokens:q} --features {input.features:q} --graft {input.graft:q}"
         " --output {output:q} --threads {resources.cpus_per_task} --log {log:q} > {log:q} 2>&1"
 
 
@@ -34,6 +35,7 @@ rule instruct:
         upstream=upstream_configs("instruct"),
         prepare=rules.prepare.output[0],
         tokens=rules.tokenize.output[0],
+        features=rules.encode_features.output[0],
         posttrain=rules.posttrain.output[0],
     output:
         directory(f"{RESULTS}/instruct"),
@@ -50,5 +52,5 @@ rule instruct:
         MOST_ENV
     shell:
         "most launch --gpus-per-node {resources.launch_gpus} --nodes {resources.launch_nodes} --accelerate-config {resources.launch_accelerate:q}"
-        " -- instruct --config {input.config:q} --prepare {input.prepare:q} --tokens {input.tokens:q} --posttrain {input.posttrain:q}"
+        " -- instruct --config {input.config:q} --prepare {input.prepare:q} --tokens {input.tokens:q} --features {input.features:q} --posttrain {input.posttrain:q}"
         " --output {output:q} --threads {resources.cpus_per_task} --log {log:q} > {log:q} 2>&1"

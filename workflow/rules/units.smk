@@ -1,11 +1,35 @@
-# Speech units: fit_units (k-means) -> tokenize (unit sequences) -> train_vocoder -> unit_ceiling.
+# Speech units: encode_features (frames, once) -> fit_units (k-means) -> tokenize (unit sequences)
+# -> train_vocoder -> unit_ceiling.
+
+
+rule encode_features:
+    input:
+        config=stage_config("encode_features"),
+        upstream=upstream_configs("encode_features"),
+        prepare=rules.prepare.output[0],
+    output:
+        directory(f"{RESULTS}/units/features"),
+    params:
+        code=code_digest("encode_features"),
+    threads: stage_threads("encode_features")
+    resources:
+        **stage_resources("encode_features"),
+    log:
+        stage_log("encode_features"),
+    benchmark:
+        stage_benchmark("encode_features")
+    conda:
+        MOST_ENV
+    shell:
+        "most encode_features --config {input.config:q} --prepare {input.prepare:q} --output {output:q}"
+        " --threads {resources.cpus_per_task} --log {log:q} > {log:q} 2>&1"
 
 
 rule fit_units:
     input:
         config=stage_config("fit_units"),
         upstream=upstream_configs("fit_units"),
-        prepare=rules.prepare.output[0],
+        features=rules.encode_features.output[0],
     output:
         directory(f"{RESULTS}/units/kmeans"),
     params:
@@ -20,7 +44,7 @@ rule fit_units:
     conda:
         MOST_ENV
     shell:
-        "most fit_units --config {input.config:q} --prepare {input.prepare:q} --output {output:q}"
+        "most fit_units --config {input.config:q} --features {input.features:q} --output {output:q}"
         " --threads {resources.cpus_per_task} --log {log:q} > {log:q} 2>&1"
 
 
@@ -29,6 +53,7 @@ rule tokenize:
         config=stage_config("tokenize"),
         upstream=upstream_configs("tokenize"),
         prepare=rules.prepare.output[0],
+        features=rules.encode_features.output[0],
         kmeans=rules.fit_units.output[0],
     output:
         directory(f"{RESULTS}/units/tokens"),
@@ -44,7 +69,7 @@ rule tokenize:
     conda:
         MOST_ENV
     shell:
-        "most tokenize --config {input.config:q} --prepare {input.prepare:q} --kmeans {input.kmeans:q}"
+        "most tokenize --config {input.config:q} --prepare {input.prepare:q} --features {input.features:q} --kmeans {input.kmeans:q}"
         " --output {output:q} --threads {resources.cpus_per_task} --log {log:q} > {log:q} 2>&1"
 
 
