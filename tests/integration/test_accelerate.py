@@ -67,7 +67,11 @@ def test_a_training_stage_on_two_processes_matches_one(ran_repo, tmp_path):
     one = json.loads((results / "posttrain" / "summary.json").read_text())
     assert two["steps"] == one["steps"] and set(two["loss_end"]) == set(one["loss_end"])
     # the first step's losses (both ranks' slices, reduced) are the single process's; later steps drift
-    # apart: Adam's early updates (~lr x sign(gradient)) amplify float rounding in near-zero gradients
-    assert two["loss_start"] == pytest.approx(one["loss_start"], rel=1e-5)
+    # apart: Adam's early updates (~lr x sign(gradient)) amplify float rounding in near-zero gradients.
+    # (`loss_start` is each task's first appearance, which may be a later step: compare step 1 itself.)
+    first = [json.loads((folder / "history.json").read_text())[0] for folder in (results / "posttrain", tmp_path / "posttrain")]
+    losses = [{key: value for key, value in step.items() if key.startswith("loss")} for step in first]
+    assert first[0]["step"] == first[1]["step"] == 1 and len(losses[0]) >= 2
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
     assert two["dev_loss_end"]["asr"] < two["dev_loss_start"]["asr"]
     assert not list((tmp_path / "checkpoints").glob("*/step_*"))
