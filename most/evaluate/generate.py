@@ -85,7 +85,6 @@ class Checkpoint:
             ids, speech = self.formatter.prompt_with_speech(task, row)
             prompt = torch.tensor([[*ids, self.token(BEGIN_SPEECH)]], device=self.model.device)
             torch.manual_seed(seed + index)
-            speech_inputs = {"speech_features": speech.float().to(self.model.device)} if speech is not None else {}
             ids = self.model.generate(
                 prompt,
                 max_new_tokens=max_new_tokens,
@@ -93,7 +92,7 @@ class Checkpoint:
                 eos_token_id=end,
                 logits_processor=allowed,
                 **sampling,
-                **speech_inputs,
+                **self._speech(speech),
             )
             out.append([int(i) - start for i in ids[0, prompt.shape[1] :] if start <= int(i) < start + self.unit_count])
         return out
