@@ -61,14 +61,8 @@ def load_split(folder: Path, split: str) -> dict[str, torch.Tensor]:
 
 
 def splits(folder: Path) -> list[str]:
-    return sorted(path.name.removesuffix(".safetensors") for path in Path(folder).glob("*.safetensors"))
-
-
-def settings(folder: Path) -> dict:
-    path = Path(folder) / SETTINGS_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: {folder} is not an encode_features output")
-    return json.loads(path.read_text())
+    """The splits with cached frames (the statistics file is not one)."""
+    return sorted(path.name.removesuffix(".safetensors") for path in Path(folder).glob("*.safetensors") if path.name != STATS_FILE)
 
 
 def with_frames(rows: list[dict], folder: Path, split: str) -> list[dict]:
