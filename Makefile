@@ -32,8 +32,10 @@ pull: $(STAMP)
 	$(BIN)/snakemake --cores all config_views
 	$(BIN)/snakemake --cores all --touch
 
+# Two workers: most tests wait on one-core stage processes (interpreter and library start-up), so a
+# second worker doubles the throughput on 2 cores. Tests that need one port share a group (one worker).
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --numprocesses 2 --dist loadgroup
 
 test-e2e: $(STAMP)
 	$(BIN)/python -m pytest -m e2e

@@ -81,12 +81,43 @@ def file_md5(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def tree_md5(path: str | os.PathLike) -> str:
-    """Content hash of a file, or of a folder's files and their relative paths."""
-    path = Path(path)
-    if path.is_file():
-        return file_md5(path)
-    digest = hashlib.md5()
-    for child in sorted(p for p in path.rglob("*") if p.is_file()):
-        digest.update(str(child.relative_to(path)).encode() + b"\0" + file_md5(child).encode())
-    return digest.hexdigest()
+LINEAGE_CACHE_ENV = "MOST_LINEAGE_CACHE"
+
+
+def lineage_cache_dir() -> Path:
+    """Where `tree_md5` keeps what it hashed: $MOST_LINEAGE_CACHE, else results/.lineage
+    (beside the run outputs, outside every output DVC tracks)."""
+    return Path(os.environ.get(LINEAGE_CACHE_ENV) or Path.cwd() / "results" / ".lineage")
+
+
+def tree_md5(path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> str:
+    """Content hash of a file, or of a folder's files and their relative paths.
+
+    Reads only the files whose size, modification time or inode changed since a previous call hashed
+    them (the key DVC's own state database trusts): a job whose inputs are unchanged reads none of
+    their bytes, however large. A cache that cannot be written costs speed only."""
+    path = Path(path).resolve()
+    record = Path(cache_dir or lineage_cache_dir()) / f"{hashlib.md5(str(path).encode()).hexdigest()}.json"
+    try:
+        known = json.loads(record.read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        known = {}
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    entries, digest = {}, hashlib.md5()
+    for file in files:
+        name = "" if file == path else str(file.relative_to(path))
+        status = file.stat()
+        stamp = [status.st_size, status.st_mtime_ns, status.st_ino]
+        previous = known.get(name)
+        entries[name] = previous if isinstance(previous, list) and previous[:3] == stamp else [*stamp, file_md5(file)]
+        digest.update(name.encode() + b"\0" + entries[name][3].encode())
+    if entries != known:
+        partial = record.with_name(f".{record.name}.{os.getpid()}.partial")  # concurrent jobs: each its own file
+        try:
+            record.parent.mkdir(parents=True, exist_ok=True)
+            partial.write_text(json.dumps({"path": str(path), "files": entries}))
+            partial.replace(record)
+        except OSError:
+            with contextlib.suppress(OSError):
+                partial.unlink()
+    return entries[""][3] if path.is_file() else digest.hexdigest()

@@ -105,11 +105,15 @@ def _log_params(client, run_id: str, params: dict) -> None:
 
 
 def _log_metrics(client, run_id: str, metrics: dict, history=()) -> None:
+    now = int(time.time() * 1000)
+    _log_steps(client, run_id, [*((step, values, now) for step, values in history), (0, metrics, now)])
+
+
+def _log_steps(client, run_id: str, entries) -> None:
+    """(step, metrics, unix time in ms) entries, in batches."""
     from mlflow.entities import Metric
 
-    now = int(time.time() * 1000)
-    items = [Metric(key, float(value), now, step) for step, values in history for key, value in sorted(values.items())]
-    items += [Metric(key, float(value), now, 0) for key, value in sorted(metrics.items())]
+    items = [Metric(key, float(value), stamp, step) for step, values, stamp in entries for key, value in sorted(values.items())]
     for start in range(0, len(items), 1000):
         client.log_batch(run_id, metrics=items[start : start + 1000])
 
@@ -173,6 +177,10 @@ class StageRun:
     def __init__(self, client=None, run_id: str | None = None, parent_id: str | None = None) -> None:
         self.client, self.run_id, self.parent_id = client, run_id, parent_id
 
+    def log_steps(self, entries) -> None:
+        if self.client is not None:
+            _log_steps(self.client, self.run_id, entries)
+
     def log_result(self, result) -> None:
         if self.client is None:
             return
@@ -181,6 +189,15 @@ class StageRun:
         if self.parent_id:  # the pipeline's headline numbers, where a user opens the run first
             _log_metrics(self.client, self.parent_id, result.parent_metrics)
             _log_artifacts(self.client, self.parent_id, result.parent_artifacts, "report")
+
+
+_active = StageRun()  # the run of the stage this process is running (a no-op outside one)
+
+
+def log_training_steps(entries) -> None:
+    """(step, metrics, unix time in ms) entries to the MLflow run of the stage this process runs,
+    while it runs (a multi-day training shows its curves live); nothing when tracking is off."""
+    _active.log_steps(entries)
 
 
 @contextlib.contextmanager
@@ -209,10 +226,13 @@ def stage_run(
     run_id = run.info.run_id
     _log_params(client, run_id, view)
     status = "FAILED"
+    global _active
+    _active = StageRun(client, run_id, parent)
     try:
-        yield StageRun(client, run_id, parent)
+        yield _active
         status = "FINISHED"
     finally:
+        _active = StageRun()
         _log_artifacts(client, run_id, [p for p in (config_path,) if p], "config")
         if log_file:
             for handler in logging.getLogger().handlers:

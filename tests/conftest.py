@@ -71,6 +71,10 @@ def tiny_config() -> dict:
         qa_max_new_tokens=8,
     )
     config["ablations"].update(steps=4, asr_utterances=3)
+    # a tiny stage is mostly interpreter start-up (one core): one CPU per job lets Snakemake and SLURM
+    # run independent stages side by side
+    for resources in config["resources"].values():
+        resources["cpus"] = 1
     return config
 
 

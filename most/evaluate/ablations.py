@@ -59,7 +59,15 @@ def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult
         checkpoints = checkpoint_folder(f"ablation-{name}", {**cfg, "variant": overrides}, inputs, Path(outputs["ablations"]))
         log.info("ablations: variant %s (%s), %d steps", name, overrides, training["steps"])
         model, progress, _ = fit(
-            f"ablation {name}", model, source, tokenizer.pad_token_id, data[formatter.speech_frame_id], training, seed, checkpoints
+            f"ablation {name}",
+            model,
+            source,
+            tokenizer.pad_token_id,
+            data[formatter.speech_frame_id],
+            training,
+            seed,
+            checkpoints,
+            metric_prefix=f"{name}.",
         )
         if model is None:  # only the main process evaluates
             continue

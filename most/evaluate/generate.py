@@ -70,31 +70,44 @@ class Checkpoint:
 
     @torch.no_grad()
     def generate_units(
-        self, task: str, rows: list[dict], max_new_tokens: int, temperature: float, top_k: int, seed: int
+        self, task: str, rows: list[dict], max_new_tokens: int, temperature: float, top_k: int, seed: int, batch_size: int = 16
     ) -> list[list[int]]:
         """Units of `task`'s speech response (TTS) for each row: the prompt plus begin-of-speech, then
         only unit tokens until end-of-speech (a text token there could not be spoken), at least one. Sampled with
-        `temperature` and `top_k` (0: greedy), seeded per row so a rerun gives the same units."""
+        `temperature` and `top_k` (0: greedy), seeded per batch of `batch_size` rows (left-padded: one
+        decoding step serves the whole batch), so a rerun gives the same units."""
         if not self.formatter.templates[task]["response"].startswith("{speech}"):
             raise ValueError(f"tasks.templates.{task}.response must start with {{speech}} to generate units")
         start, end = self.model.config.audio_token_start, self.token(END_SPEECH)
         allowed = LogitsProcessorList([AllowedTokens([*range(start, start + self.unit_count), end])])
         sampling = {"do_sample": True, "temperature": temperature, "top_k": top_k} if top_k > 0 else {"do_sample": False}
+        pad = self.tokenizer.pad_token_id
         out = []
-        for index, row in enumerate(rows):
-            ids, speech = self.formatter.prompt_with_speech(task, row)
-            prompt = torch.tensor([[*ids, self.token(BEGIN_SPEECH)]], device=self.model.device)
-            torch.manual_seed(seed + index)
-            ids = self.model.generate(
-                prompt,
+        for first in range(0, len(rows), batch_size):
+            prompts = [self.formatter.prompt_with_speech(task, row) for row in rows[first : first + batch_size]]
+            width = max(len(ids) for ids, _ in prompts) + 1
+            ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(prompts), width), dtype=torch.long)
+            for row, (prompt, _) in enumerate(prompts):
+                ids[row, width - len(prompt) - 1 :] = torch.tensor([*prompt, self.token(BEGIN_SPEECH)])
+                mask[row, width - len(prompt) - 1 :] = 1
+            # the frames of every speech-frame position, in reading order (rows in turn)
+            frames = [speech for _, speech in prompts if speech is not None]
+            torch.manual_seed(seed + first)
+            generated = self.model.generate(
+                ids.to(self.model.device),
+                attention_mask=mask.to(self.model.device),
                 max_new_tokens=max_new_tokens,
                 min_new_tokens=1,
                 eos_token_id=end,
+                pad_token_id=pad,
                 logits_processor=allowed,
                 **sampling,
-                **self._speech(speech),
+                **self._speech(torch.cat(frames) if frames else None),
             )
-            out.append([int(i) - start for i in ids[0, prompt.shape[1] :] if start <= int(i) < start + self.unit_count])
+            for response in generated[:, width:].tolist():
+                spoken = response[: response.index(end)] if end in response else response
+                out.append([token - start for token in spoken if start <= token < start + self.unit_count])
         return out
 
     @torch.no_grad()

@@ -14,6 +14,7 @@ import logging
 import math
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -25,8 +26,10 @@ from most.stages import StageResult
 log = logging.getLogger(__name__)
 
 
-def load_examples(inputs: dict, mel: vocoder.MelSettings, frames_per_unit: int):
-    """(units, durations, log-mel, f0 bins, speaker) per training utterance, sorted by length."""
+def load_examples(inputs: dict, mel: vocoder.MelSettings, frames_per_unit: int, threads: int = 1):
+    """(units, durations, log-mel, f0 bins, speaker) per training utterance, sorted by length.
+    Utterances are read and analysed `threads` at a time, each on one torch thread (the same numbers
+    as one after another: every utterance's analysis is its own)."""
     import datasets
 
     tokens_root = Path(inputs["tokens"])
@@ -36,16 +39,28 @@ def load_examples(inputs: dict, mel: vocoder.MelSettings, frames_per_unit: int):
         if split.startswith("train")
         for row in read_jsonl(Path(inputs["prepare"]) / "manifests" / f"{split}.jsonl")
     }
-    examples = []
-    for split_dir in sorted(p for p in tokens_root.iterdir() if p.is_dir() and p.name.startswith("train")):
-        for record in datasets.load_from_disk(str(split_dir)):
-            wave = corpus.read_wave(audio[record["id"]])
-            target = mel.log_mel(wave)
-            f0 = vocoder.f0_bins(wave, hop=mel.hop)
-            frames = min(len(target), len(f0), sum(record["durations"]) * frames_per_unit)
-            examples.append((record["units"], record["durations"], target[:frames], f0[:frames], record["speaker"]))
-    if not examples:
+    records = [
+        record
+        for split_dir in sorted(p for p in tokens_root.iterdir() if p.is_dir() and p.name.startswith("train"))
+        for record in datasets.load_from_disk(str(split_dir))
+    ]
+    if not records:
         raise ValueError(f"train_vocoder: no training utterances in {tokens_root}")
+
+    def analyse(record):
+        wave = corpus.read_wave(audio[record["id"]])
+        target = mel.log_mel(wave)
+        f0 = vocoder.f0_bins(wave, hop=mel.hop)
+        frames = min(len(target), len(f0), sum(record["durations"]) * frames_per_unit)
+        return record["units"], record["durations"], target[:frames], f0[:frames], record["speaker"]
+
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # soundfile and torch release the GIL: the parallelism is across utterances
+    try:
+        with ThreadPoolExecutor(max(1, threads)) as pool:
+            examples = list(pool.map(analyse, records))
+    finally:
+        torch.set_num_threads(torch_threads)
     examples.sort(key=lambda e: len(e[2]))
     return examples
 
@@ -122,7 +137,7 @@ def train_unit_mel(settings: dict, seed: int, inputs: dict, out: Path, threads: 
         raise ValueError(f"vocoder.hop_ms: the unit frame ({unit_hop:g} samples) must be a whole number of mel hops ({mel.hop})")
     frames_per_unit = int(unit_hop // mel.hop)
     started = time.time()
-    examples = load_examples(inputs, mel, frames_per_unit)
+    examples = load_examples(inputs, mel, frames_per_unit, threads)
     all_mel = torch.cat([e[2] for e in examples])
     mel_mean, mel_std = all_mel.mean(0), all_mel.std(0) + 1e-5
     speakers = sorted({e[4] for e in examples})

@@ -86,6 +86,11 @@ def latest_checkpoint(folder: Path) -> Path | None:
     return max(found)[1] if found else None
 
 
+def checkpoint_step(checkpoint: Path | None) -> int:
+    """The step a checkpoint folder was written at (0: no checkpoint, a fresh start)."""
+    return int(CHECKPOINT.match(checkpoint.name).group(1)) if checkpoint is not None else 0
+
+
 def _sharded(accelerator) -> bool:
     return accelerator.distributed_type.name in ("FSDP", "DEEPSPEED")
 

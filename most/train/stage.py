@@ -22,7 +22,8 @@ from most.plots import expert_load_heatmap
 from most.stages import StageResult, process_rank
 from most.speech.feature_store import with_frames
 from most.train.data import task_rows
-from most.train.loop import LoopSettings, latest_checkpoint, train
+from most.train.history import StepHistory
+from most.train.loop import LoopSettings, checkpoint_step, latest_checkpoint, train
 from most.train.mixing import MixedBatches
 from most.train.tasks import Formatter
 
@@ -78,12 +79,13 @@ def training_data(stage: str, formatter: Formatter, settings: dict, inputs: dict
 
 
 def fit(
-    stage: str, model, source: Path, pad_id: int, data: dict, settings: dict, seed: int, checkpoints: Path
+    stage: str, model, source: Path, pad_id: int, data: dict, settings: dict, seed: int, checkpoints: Path, metric_prefix: str = ""
 ) -> tuple[object, dict, list]:
     """Train `model` (loaded from `source`) on `data` for `settings["steps"]`, resuming from
     `checkpoints`. Returns the trained model re-read from the last checkpoint on the main process
     (the full weights whatever the strategy: FSDP/ZeRO-3 shard the live model), the progress and
-    the per-step history."""
+    the per-step history (every step, the ones before a resume included; logged to MLflow already,
+    each name after `metric_prefix`)."""
     from most.model import MoSTForCausalLM
 
     examples, dev = data["examples"], data["dev"]
@@ -110,22 +112,24 @@ def fit(
         eval_every=settings["eval_every"],
         task_weights=data["mix"] if settings["loss_weighting"] == "task" else None,
     )
-    history: list[tuple[int, dict]] = []
+    main = process_rank() == 0
+    resumed = checkpoint_step(latest_checkpoint(checkpoints))
+    history = StepHistory(checkpoints, resumed, settings["log_every"], metric_prefix) if main else None
 
-    def on_step(step: int, metrics: dict) -> None:
-        history.append((step, metrics))
-        if step % 25 == 0 or step == loop.steps:
+    def on_step(step: int, metrics: dict) -> None:  # on the main process only
+        history.append(step, metrics, last=step == loop.steps)
+        if step % settings["log_every"] == 0 or step == loop.steps:
             tasks = " ".join(f"{k[5:]}={v:.3f}" for k, v in metrics.items() if k.startswith("loss."))
             log.info(
                 "%s: step %d/%d loss %.3f (%s) %.0f tokens/s", stage, step, loop.steps, metrics["loss"], tasks, metrics["tokens_per_second"]
             )
 
     progress = train(model, examples, batches, loop, checkpoints, pad_id, on_step, dev=dev)
-    if process_rank() != 0:
-        return None, progress, history
+    if not main:
+        return None, progress, []
     trained = MoSTForCausalLM.from_pretrained(source, dtype=torch.float32, **model_overrides(model))
     trained.load_state_dict(load_file(str(latest_checkpoint(checkpoints) / "model.safetensors")))
-    return trained.to("cuda" if torch.cuda.is_available() else "cpu"), progress, history
+    return trained.to("cuda" if torch.cuda.is_available() else "cpu"), progress, history.steps()
 
 
 def model_overrides(model) -> dict:
@@ -185,7 +189,7 @@ def run_stage(stage: str, cfg: dict, inputs: dict, outputs: dict, threads: int) 
         tokenizer.save_pretrained(out / "model")
         write_json(summary, out / "summary.json")
         write_json({"expert_load": progress.get("expert_load", []), "rows": ["text", "audio"]}, out / "expert_load.json")
-        write_json([{"step": step, **metrics} for step, metrics in history], out / "history.json")
+        write_json(history, out / "history.json")
         if progress.get("expert_load"):
             expert_load_heatmap(progress["expert_load"], out / "expert_load.png", f"{stage}: expert load per modality")
     shutil.rmtree(checkpoints, ignore_errors=True)
@@ -194,4 +198,4 @@ def run_stage(stage: str, cfg: dict, inputs: dict, outputs: dict, threads: int) 
     metrics |= {f"dev_loss_end.{task}": value for task, value in summary["dev_loss_end"].items()}
     artifacts = [Path(outputs[stage]) / name for name in ("summary.json", "expert_load.json", "expert_load.png")]
     artifacts = [path for path in artifacts if path.exists()]
-    return StageResult(metrics=metrics, artifacts=artifacts, history=history)
+    return StageResult(metrics=metrics, artifacts=artifacts)  # the history went to MLflow while training ran

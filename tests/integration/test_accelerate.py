@@ -22,6 +22,8 @@ TWO_CPU_PROCESSES = [
     "no",
 ]
 SCRIPT = str(REPO / "tests" / "integration" / "accelerate_train.py")
+# every two-process launch here listens on torch.distributed's default port: one worker runs them, one at a time
+pytestmark = pytest.mark.xdist_group("torch-distributed-port")
 
 
 def test_two_process_cpu_training(tmp_path):

@@ -5,7 +5,7 @@ import json
 
 import yaml
 
-from tests.conftest import REPO, edit_config, run, snakemake_plan
+from tests.conftest import REPO, edit_config, jobs_in, run, snakemake_plan
 
 
 def test_committed_dvc_yaml_matches_a_fresh_export(tmp_path):
@@ -55,12 +55,14 @@ def test_dvc_repro_in_a_fresh_clone_gives_byte_identical_outputs(ran_repo, tmp_p
 
 
 def test_outputs_dvc_already_cached_keep_their_modification_times(fresh_copy):
-    """A rerun that reproduces bytes DVC cached before (here the vocoder and the ceiling): the commit
+    """A rerun that reproduces bytes DVC cached before (here the ceiling, then the report): the commit
     links the output to the older cache object; its time must stay the new one, or Snakemake reruns."""
-    run(["snakemake", "--cores", "all", "--forcerun", "train_vocoder"], fresh_copy)
     ceiling = fresh_copy / "results" / "embedded" / "units" / "ceiling.json"
-    vocoder = fresh_copy / "results" / "embedded" / "units" / "vocoder" / ".snakemake_timestamp"
-    assert ceiling.stat().st_mtime_ns >= vocoder.stat().st_mtime_ns
+    before = ceiling.read_bytes()
+    result = run(["snakemake", "--cores", "all", "--forcerun", "unit_ceiling"], fresh_copy)
+    assert jobs_in(result.stdout + result.stderr) == {"unit_ceiling", "report"} and ceiling.read_bytes() == before
+    report = fresh_copy / "results" / "embedded" / "report.json"
+    assert report.stat().st_mtime_ns >= ceiling.stat().st_mtime_ns
     assert snakemake_plan(fresh_copy) == set()
     assert "Data and pipelines are up to date" in run(["dvc", "status"], fresh_copy).stdout
 

@@ -281,8 +281,12 @@ def test_a_killed_training_job_resumes_from_its_newest_checkpoint(fresh_copy):
     deadline = time.time() + 600
     while not list(checkpoints.glob("posttrain-*/step_40")) and time.time() < deadline and job.poll() is None:
         time.sleep(0.05)
-    trainer = subprocess.run(["pgrep", "-f", "most posttrain --config"], capture_output=True, text=True).stdout.split()
+    matching = subprocess.run(["pgrep", "-f", "most posttrain --config"], capture_output=True, text=True).stdout.split()
+    # this copy's trainer only (another test may be training in another folder at the same time)
+    trainer = [pid for pid in matching if os.path.realpath(f"/proc/{pid}/cwd") == os.path.realpath(fresh_copy)]
     assert trainer, "the post-training process was not found while its checkpoints were being written"
+    # MLflow shows the curves while the job runs: the steps up to the last multiple of log_every (25)
+    assert [step for step, _ in posttrain_losses(fresh_copy, "RUNNING")][:25] == list(range(1, 26))
     for pid in trainer:
         os.kill(int(pid), signal.SIGKILL)
     output = job.communicate(timeout=300)[0].decode()
@@ -297,3 +301,20 @@ def test_a_killed_training_job_resumes_from_its_newest_checkpoint(fresh_copy):
     summary = json.loads((fresh_copy / "results" / "embedded" / "posttrain" / "summary.json").read_text())
     assert summary["steps"] == 400 and (fresh_copy / "results" / "embedded" / "instruct" / "summary.json").is_file()
     assert not list(checkpoints.glob("posttrain-*"))  # removed once the final model is saved
+    # the complete history survives the kill: every step once, in order, in history.json and in the finished run
+    history = json.loads((fresh_copy / "results" / "embedded" / "posttrain" / "history.json").read_text())
+    assert [entry["step"] for entry in history] == list(range(1, 401))
+    logged = posttrain_losses(fresh_copy, "FINISHED")
+    assert [step for step, _ in logged] == list(range(1, 401)) and [value for _, value in logged] == [entry["loss"] for entry in history]
+
+
+def posttrain_losses(repo, status: str) -> list[tuple[int, float]]:
+    """(step, loss) of the newest posttrain MLflow run with `status`."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'results' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("most").experiment_id
+    runs = client.search_runs(
+        [experiment], f"tags.`most.stage` = 'posttrain' and attributes.status = '{status}'", order_by=["attributes.start_time DESC"]
+    )
+    return [(metric.step, metric.value) for metric in client.get_metric_history(runs[0].info.run_id, "loss")]

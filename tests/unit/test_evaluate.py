@@ -108,7 +108,8 @@ def test_answers_are_scored_per_kind_of_question_with_and_without_speech():
     assert "t2t" not in by_kind(rows, ["red"] * 4, None, [["red"]] * 4, seed=0)["fact"]
 
 
-def test_audio_lm_likelihoods_can_cover_unit_tokens_only():
+def tiny_checkpoint(templates: dict):
+    """A random tiny MoST with 16 unit tokens, loaded as the evaluations load a checkpoint."""
     from most.evaluate.generate import Checkpoint
     from most.model import MoSTForCausalLM, layout
     from most.model.pretrain_base import train_tokenizer
@@ -126,8 +127,23 @@ def test_audio_lm_likelihoods_can_cover_unit_tokens_only():
     )
     torch.manual_seed(0)
     model = MoSTForCausalLM(config).eval()
-    templates = {"speech_lm": {"prompt": "{tag}", "response": "{speech}"}}
-    checkpoint = Checkpoint(model, tokenizer, Formatter.for_model(tokenizer, templates, config))
+    return Checkpoint(model, tokenizer, Formatter.for_model(tokenizer, templates, config))
+
+
+def test_units_generated_in_left_padded_batches_are_the_units_generated_one_by_one():
+    checkpoint = tiny_checkpoint({"tts": {"prompt": "{tag}{text}", "response": "{speech}"}})
+    rows = [{"text": text} for text in ("the cook", "red kite finds some cups", "cups", "the red cook finds the kite")]
+    alone = checkpoint.generate_units("tts", rows, max_new_tokens=12, temperature=1.0, top_k=0, seed=0, batch_size=1)
+    batched = checkpoint.generate_units("tts", rows, max_new_tokens=12, temperature=1.0, top_k=0, seed=0, batch_size=3)
+    assert batched == alone and all(1 <= len(units) <= 12 for units in alone)
+    assert all(0 <= unit < checkpoint.unit_count for units in alone for unit in units)
+    # sampled: seeded per batch, so a rerun gives the same units
+    sampled = [checkpoint.generate_units("tts", rows, 12, temperature=1.0, top_k=5, seed=3, batch_size=3) for _ in range(2)]
+    assert sampled[0] == sampled[1]
+
+
+def test_audio_lm_likelihoods_can_cover_unit_tokens_only():
+    checkpoint = tiny_checkpoint({"speech_lm": {"prompt": "{tag}", "response": "{speech}"}})
     rows = [{"id": "a", "units": [1, 5, 2]}, {"id": "b", "units": [7, 7, 3, 9]}]
     everything = checkpoint.log_likelihoods("speech_lm", rows)
     units = checkpoint.log_likelihoods("speech_lm", rows, units_only=True)

@@ -87,7 +87,8 @@ def test_posttrain_then_instruct(grafted):
     assert summary["steps"] == 30 and summary["tokens_per_second"] > 0 and 0 <= summary["dev_asr_wer"]
     assert set(summary["loss_start"]) == {"asr", "tts", "text_lm", "text_qa", "speech_lm"}
     assert summary["loss_end"]["asr"] < summary["loss_start"]["asr"]
-    assert [step for step, _ in result.history] == list(range(1, 31))
+    history = json.loads((root / "run" / "posttrain" / "history.json").read_text())
+    assert [entry["step"] for entry in history] == list(range(1, 31)) and all("loss" in entry for entry in history)
     assert set(summary["dev_loss_start"]) == {"asr", "tts", "speech_lm"}  # no dev text: text_lm has no dev loss
     assert summary["dev_loss_end"]["asr"] < summary["dev_loss_start"]["asr"]
     assert summary["examples"] == {"asr": 4, "tts": 4, "text_lm": 12, "text_qa": 1, "speech_lm": 2}  # speech_lm: the asr units, 2 by 2

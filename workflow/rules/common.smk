@@ -61,5 +61,9 @@ def stage_resources(stage):
     return snakemake_resources(config["resources"][stage])
 
 
+# The model chain (graft -> posttrain -> instruct) is the pipeline's longest path: among ready jobs it
+# goes first, so a 1-CPU job beside it (the unit ceiling) never holds a core the 2-CPU training waits for.
+MODEL_CHAIN_PRIORITY = 10
+
 # the embedded default pretrains its base LM; a hub or folder base is loaded by graft directly
 PRETRAIN_BASE = config["model"]["base"] == "embedded"

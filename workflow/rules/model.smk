@@ -38,6 +38,7 @@ rule graft:
         code=code_digest("graft"),
         base_lm=lambda wildcards, input: ["--base-lm", input.base_lm] if input.base_lm else [],
     threads: stage_threads("graft")
+    priority: MODEL_CHAIN_PRIORITY
     resources:
         **stage_resources("graft"),
     log:

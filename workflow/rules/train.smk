@@ -15,6 +15,7 @@ rule posttrain:
     params:
         code=code_digest("posttrain"),
     threads: stage_threads("posttrain")
+    priority: MODEL_CHAIN_PRIORITY
     resources:
         **stage_resources("posttrain"),
     log:
@@ -42,6 +43,7 @@ rule instruct:
     params:
         code=code_digest("instruct"),
     threads: stage_threads("instruct")
+    priority: MODEL_CHAIN_PRIORITY
     resources:
         **stage_resources("instruct"),
     log:

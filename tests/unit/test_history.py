@@ -1,0 +1,58 @@
+"""A training stage's step history: in MLflow while it trains, and complete after a kill and a resume."""
+
+import json
+
+from mlflow import MlflowClient
+
+from most import tracking
+from most.train.history import FILE, StepHistory
+
+
+def tracked(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    return uri, tracking.stage_run("posttrain", {}, {"enabled": True, "uri": uri, "experiment": "history"}, {}, None, None)
+
+
+def logged_steps(uri, run_id, name="loss"):
+    return [(metric.step, metric.value) for metric in MlflowClient(tracking_uri=uri).get_metric_history(run_id, name)]
+
+
+def test_steps_reach_mlflow_every_log_every_steps_while_training_runs(tmp_path):
+    uri, run = tracked(tmp_path)
+    with run as stage:
+        history = StepHistory(tmp_path / "checkpoints", 0, log_every=2)
+        history.append(1, {"loss": 3.0})
+        assert logged_steps(uri, stage.run_id) == []  # not yet: every 2 steps
+        history.append(2, {"loss": 2.5})
+        assert logged_steps(uri, stage.run_id) == [(1, 3.0), (2, 2.5)]
+        history.append(3, {"loss": 2.0}, last=True)
+        assert logged_steps(uri, stage.run_id) == [(1, 3.0), (2, 2.5), (3, 2.0)]
+    assert history.steps() == [{"step": 1, "loss": 3.0}, {"step": 2, "loss": 2.5}, {"step": 3, "loss": 2.0}]
+    times = [json.loads(line)["time_ms"] for line in (tmp_path / "checkpoints" / FILE).read_text().splitlines()]
+    assert times == sorted(times) and times[0] > 1_600_000_000_000  # when each step finished, in ms
+
+
+def test_a_resume_keeps_the_steps_up_to_its_checkpoint_and_logs_them_to_its_own_run(tmp_path):
+    folder = tmp_path / "checkpoints"
+    killed = StepHistory(folder, 0, log_every=100)  # no tracking: the steps are in the file only
+    for step in range(1, 8):
+        killed.append(step, {"loss": 10.0 - step})
+    with open(folder / FILE, "a") as handle:
+        handle.write('{"step": 8, "time_')  # the line the kill cut short
+    uri, run = tracked(tmp_path)
+    with run as stage:
+        resumed = StepHistory(folder, 5, log_every=100)  # the checkpoint is step 5: steps 6 and 7 run again
+        assert logged_steps(uri, stage.run_id) == [(step, 10.0 - step) for step in range(1, 6)]
+        for step in range(6, 9):
+            resumed.append(step, {"loss": 1.0 / step}, last=step == 8)
+    assert [entry["step"] for entry in resumed.steps()] == list(range(1, 9))
+    assert [step for step, _ in logged_steps(uri, stage.run_id)] == list(range(1, 9))
+    assert [json.loads(line)["step"] for line in (folder / FILE).read_text().splitlines()] == list(range(1, 9))
+
+
+def test_metric_names_can_carry_a_prefix_in_mlflow_only(tmp_path):
+    uri, run = tracked(tmp_path)
+    with run as stage:
+        history = StepHistory(tmp_path / "checkpoints", 0, log_every=1, metric_prefix="plain_moe.")
+        history.append(1, {"loss": 2.0})
+    assert logged_steps(uri, stage.run_id, "plain_moe.loss") == [(1, 2.0)] and history.steps() == [{"step": 1, "loss": 2.0}]
