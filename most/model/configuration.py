@@ -90,4 +90,36 @@ class MoSTConfig(DeepseekV2Config):
             fail(f"num_experts_per_tok {self.num_experts_per_tok} exceeds a group's size ({len(text)} text, {len(audio)} audio)")
 
 
-__all__ = ["MoSTConfig"]
+def deepseek_v2_lite_shapes(layers: int, scale: int = 1) -> dict:
+    """`DeepseekV2Config` fields of the paper's base, DeepSeek-V2-Lite, at `layers` decoder layers
+    (it has 27), every width divided by `scale`: its architecture without its weights, for the
+    benchmarks and the tests that need its sizes."""
+    return dict(
+        vocab_size=102400 // scale,
+        hidden_size=2048 // scale,
+        intermediate_size=10944 // scale,
+        moe_intermediate_size=1408 // scale,
+        num_hidden_layers=layers,
+        num_attention_heads=16,
+        num_key_value_heads=16,
+        kv_lora_rank=512 // scale,
+        q_lora_rank=None,
+        qk_nope_head_dim=128 // scale,
+        qk_rope_head_dim=64 // scale,
+        v_head_dim=128 // scale,
+        n_routed_experts=64,
+        num_experts_per_tok=6,
+        n_shared_experts=2,
+        first_k_dense_replace=1,
+        routed_scaling_factor=1.0,
+        norm_topk_prob=False,
+        topk_method="greedy",
+        max_position_embeddings=4096,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+
+
+__all__ = ["MoSTConfig", "deepseek_v2_lite_shapes"]

@@ -44,11 +44,9 @@ def extend_tokenizer(tokenizer, units: int) -> dict:
     }
 
 
-def init_new_rows(matrix: torch.Tensor, first_new: int, noise: float, generator: torch.Generator) -> None:
-    """Rows from `first_new` on: the mean of the earlier rows plus noise scaled by their spread."""
-    with torch.no_grad():
-        old = matrix[:first_new].float()
-        mean, spread = old.mean(0), old.std(0)
-        new = matrix.shape[0] - first_new
-        draws = torch.randn(new, matrix.shape[1], generator=generator)
-        matrix[first_new:] = (mean + noise * spread * draws).to(matrix.dtype)
+def new_rows(old: torch.Tensor, noise: float, draws: torch.Tensor) -> torch.Tensor:
+    """Rows for new tokens: the mean of the `old` rows plus `draws` (standard normal, one row per new
+    token) times `noise` times the old rows' spread, in the old rows' dtype."""
+    old_float = old.float()
+    mean, spread = old_float.mean(0), old_float.std(0)
+    return (mean + noise * spread * draws).to(old.dtype)

@@ -175,6 +175,9 @@ class MoSTModel(MoSTPreTrainedModel):
             raise ValueError("MoSTModel: speech_features go with input_ids (their frame positions), not inputs_embeds")
         if use_cache and cache is None:
             cache = DynamicCache(config=self.config)
+        # positions given by the caller may pack several sequences per row (the mask reads them); default
+        # ones cannot, and passing them would make the mask check for packing on the host
+        given_positions = position_ids
         if position_ids is None:
             seen = cache.get_seq_length() if cache is not None else 0
             position_ids = (torch.arange(inputs_embeds.shape[1], device=inputs_embeds.device) + seen).unsqueeze(0)
@@ -185,7 +188,7 @@ class MoSTModel(MoSTPreTrainedModel):
             else torch.ones(inputs_embeds.shape[:2], dtype=torch.bool, device=inputs_embeds.device)
         )
         causal_mask = create_causal_mask(
-            config=self.config, inputs_embeds=inputs_embeds, attention_mask=attention_mask, cache=cache, position_ids=position_ids
+            config=self.config, inputs_embeds=inputs_embeds, attention_mask=attention_mask, cache=cache, position_ids=given_positions
         )
         hidden_states = inputs_embeds
         position_embeddings = self.rotary_emb(hidden_states, position_ids)

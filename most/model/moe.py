@@ -44,6 +44,7 @@ class Routing:
     scores: torch.Tensor  # [tokens, experts] float32 probabilities the balance loss uses
     modality: torch.Tensor  # [tokens]
     token_mask: torch.Tensor  # [tokens] bool: real (non-padding) tokens
+    expert_group: torch.Tensor  # [experts] the group (0 text, 1 audio) of each routed expert, on the tokens' device
 
 
 def expert_groups(config) -> list[int]:
@@ -62,16 +63,18 @@ class MoSTRouter(nn.Module):
         self.weight = nn.Parameter(torch.zeros(config.n_routed_experts, config.hidden_size, dtype=torch.float32))
         # a plain list, not a buffer: from_pretrained leaves non-persistent buffers uninitialised
         self.expert_group = expert_groups(config)
+        self._group_on: dict[torch.device, torch.Tensor] = {}  # expert_group per device, copied there once
 
     def forward(self, hidden: torch.Tensor, modality: torch.Tensor, token_mask: torch.Tensor) -> Routing:
         logits = F.linear(hidden.float(), self.weight.float())
+        expert_group = self._expert_group_on(hidden.device)
         if self.routing == "plain":
             scores = logits.softmax(-1)
             weights, indices = torch.topk(scores, self.top_k, dim=-1)
             if self.norm_topk_prob:
                 weights = weights / weights.sum(-1, keepdim=True)
         else:
-            own_group = torch.tensor(self.expert_group, device=hidden.device)[None, :] == modality[:, None]
+            own_group = expert_group[None, :] == modality[:, None]
             if self.routing == "official":
                 scores = logits.softmax(-1) * own_group
             else:
@@ -81,7 +84,12 @@ class MoSTRouter(nn.Module):
             if renormalise:
                 weights = weights / weights.sum(-1, keepdim=True)
         weights = (weights * self.routed_scaling_factor).to(hidden.dtype)
-        return Routing(indices, weights, scores, modality, token_mask)
+        return Routing(indices, weights, scores, modality, token_mask, expert_group)
+
+    def _expert_group_on(self, device: torch.device) -> torch.Tensor:
+        if device not in self._group_on:  # a host-to-device copy waits for the device: once, not every step
+            self._group_on[device] = torch.tensor(self.expert_group, device=device)
+        return self._group_on[device]
 
 
 class MoSTExperts(nn.Module):
@@ -118,7 +126,7 @@ class MoSTExperts(nn.Module):
         order = torch.argsort(flat_expert, stable=True)
         token = order // k
         row_expert = flat_expert[order]
-        offsets = torch.cumsum(torch.bincount(flat_expert, minlength=self.num_experts), 0).to(torch.int32)
+        offsets = torch.cumsum(token_counts(flat_expert, self.num_experts), 0).to(torch.int32)
         # index_select, not hidden[token]: its backward is an index_add, far faster on the CPU than index_put
         x = hidden.index_select(0, token)
         gate, up = grouped_matmul(x, self.gate_up_proj.transpose(1, 2), offsets, row_expert).chunk(2, dim=-1)
@@ -128,14 +136,29 @@ class MoSTExperts(nn.Module):
         return torch.zeros_like(hidden).index_add(0, token, y)
 
 
+def token_counts(expert_ids: torch.Tensor, num_experts: int) -> torch.Tensor:
+    """How many entries of `expert_ids` name each expert: `torch.bincount` without its host sync
+    (on a GPU bincount reads the largest id back to size its output)."""
+    counts = torch.zeros(num_experts, dtype=torch.long, device=expert_ids.device)
+    return counts.scatter_add_(0, expert_ids, torch.ones_like(expert_ids))
+
+
+def routed_one_hot(indices: torch.Tensor, num_experts: int) -> torch.Tensor:
+    """[tokens, experts] float: how many of a token's k slots picked each expert. Not `F.one_hot`,
+    which checks its ids on the host (two syncs on the CPU)."""
+    counts = torch.zeros(indices.shape[0], num_experts, device=indices.device)
+    return counts.scatter_add_(1, indices, torch.ones(indices.shape, device=indices.device))
+
+
 def grouped_matmul(x: torch.Tensor, weight: torch.Tensor, offsets: torch.Tensor, row_expert: torch.Tensor) -> torch.Tensor:
     """Row r of x (sorted by expert) times weight[row_expert[r]]; weight is [experts, in, out].
 
-    `F.grouped_mm` where it applies (float32/bf16/fp16 with 16-byte aligned rows); otherwise each row
-    is multiplied by its gathered expert matrix, the same function at more memory (float64 tests,
-    odd widths)."""
+    `F.grouped_mm` where it applies (float32/bf16/fp16 with 16-byte aligned rows; bf16/fp16 only under
+    torch.compile, whose shape function refuses float32); otherwise each row is multiplied by its
+    gathered expert matrix, the same function at more memory (float64 tests, odd widths)."""
     aligned = all((size * x.element_size()) % 16 == 0 for size in (x.shape[-1], weight.shape[-1]))
-    if x.dtype in (torch.float32, torch.bfloat16, torch.float16) and aligned:
+    dtypes = (torch.bfloat16, torch.float16) if torch.compiler.is_compiling() else (torch.float32, torch.bfloat16, torch.float16)
+    if x.dtype in dtypes and aligned:
         return F.grouped_mm(x.contiguous(), weight, offs=offsets)
     return torch.bmm(x.unsqueeze(1), weight[row_expert]).squeeze(1)
 
@@ -170,26 +193,26 @@ def balance_losses(routing: Routing, config) -> dict[str, torch.Tensor]:
 
     f_e = (N / (T k)) * (token copies sent to e), P_e = mean routing score of e, over the T real tokens
     of the group (N experts in the group); `all` is the same over every token and expert (the
-    official MoST form). Padding never counts."""
+    official MoST form). Padding never counts. Groups select experts by a 0/1 weight, not boolean
+    indexing, so nothing here synchronises with the host."""
     k = routing.indices.shape[1]
-    one_hot = F.one_hot(routing.indices, config.n_routed_experts).sum(1).float()  # [tokens, experts]
+    one_hot = routed_one_hot(routing.indices, config.n_routed_experts)
     mask = routing.token_mask.float()
     groups = {"all": (mask, torch.ones(config.n_routed_experts, dtype=torch.bool, device=mask.device))}
     if config.routing != "plain":
-        expert_group = torch.tensor(expert_groups(config), device=mask.device)
         for name, group in (("text", TEXT), ("audio", AUDIO)):
-            groups[name] = (mask * (routing.modality == group).float(), expert_group == group)
+            groups[name] = (mask * (routing.modality == group).float(), routing.expert_group == group)
     losses = {}
     for name, (token_weight, experts) in groups.items():
         tokens = token_weight.sum().clamp(min=1)
-        n = experts.sum()
-        counts = (one_hot * token_weight[:, None]).sum(0)[experts]
-        share = (routing.scores * token_weight[:, None]).sum(0)[experts] / tokens
-        losses[name] = (n / (tokens * k)) * (counts * share).sum()
+        in_group = experts.float()
+        counts = (one_hot * token_weight[:, None]).sum(0)
+        share = (routing.scores * token_weight[:, None]).sum(0) / tokens
+        losses[name] = (in_group.sum() / (tokens * k)) * (counts * share * in_group).sum()
     return losses
 
 
 def expert_load(routing: Routing, num_experts: int) -> torch.Tensor:
     """[2, experts] token copies per expert, for text tokens (row 0) and audio tokens (row 1)."""
-    one_hot = F.one_hot(routing.indices, num_experts).sum(1).float() * routing.token_mask.float()[:, None]
+    one_hot = routed_one_hot(routing.indices, num_experts) * routing.token_mask.float()[:, None]
     return torch.stack([(one_hot * (routing.modality == group).float()[:, None]).sum(0) for group in (TEXT, AUDIO)])

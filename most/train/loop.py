@@ -50,6 +50,8 @@ class LoopSettings:
     eval_every: int = 0  # dev losses every N steps (and at the start and end); 0: start and end only
     # task -> weight of that task's mean token loss (the mix ratios); None: one mean over all response tokens
     task_weights: dict[str, float] | None = None
+    gradient_checkpointing: bool = False  # recompute each decoder layer's activations in the backward pass
+    compile_layers: bool = False  # torch.compile each decoder layer (one graph for all MoE layers)
 
 
 def token_scales(task_tokens: dict[str, int], task_weights: dict[str, float] | None) -> dict[str, float]:
@@ -189,11 +191,17 @@ def train(
     loss at start and end, tokens, seconds, accumulated expert load.
 
     Under `accelerate launch` with N processes every process draws the same batches (same sampler
-    state) and trains on its 1/N slice of each; DDP averages the gradients. bf16 autocast on a GPU."""
+    state) and trains on its 1/N slice of each; DDP averages the gradients. Mixed precision is the
+    accelerate config's `mixed_precision` (config/accelerate/: bf16 on GPUs, none on the CPU)."""
     from accelerate import Accelerator
 
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="bf16" if torch.cuda.is_available() else "no")
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
     torch.manual_seed(settings.seed)
+    if settings.gradient_checkpointing:
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    if settings.compile_layers:
+        for layer in model.model.layers:  # per layer, before FSDP wraps them (the torchtitan order)
+            layer.compile()
     trainable = select_trainable(model, list(settings.trainable))
     if trainable.partial and _sharded(accelerator):
         raise ValueError("trainable: row groups (embeddings.*, experts.text/audio) need DDP or one process, not FSDP/DeepSpeed")

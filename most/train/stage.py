@@ -111,6 +111,8 @@ def fit(
         trainable=tuple(settings["trainable"]),
         eval_every=settings["eval_every"],
         task_weights=data["mix"] if settings["loss_weighting"] == "task" else None,
+        gradient_checkpointing=settings["gradient_checkpointing"],
+        compile_layers=settings["compile_layers"],
     )
     main = process_rank() == 0
     resumed = checkpoint_step(latest_checkpoint(checkpoints))

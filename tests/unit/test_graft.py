@@ -5,7 +5,7 @@ import torch
 from transformers import DeepseekV2Config, DeepseekV2ForCausalLM, Qwen2MoeConfig, Qwen2MoeForCausalLM
 
 from most.model import MoSTForCausalLM
-from most.model.graft import graft, graft_report, load_base
+from most.model.graft import base_measurements, graft, graft_report, load_base, plain_logit_difference
 from most.model.layout import BEGIN_SPEECH, END_SPEECH, task_tag, unit_token
 from most.model.pretrain_base import train_tokenizer
 
@@ -77,7 +77,8 @@ def base_folder(request, tmp_path_factory):
 def test_plain_index_graft_reproduces_the_base_and_every_weight_is_copied(base_folder):
     base, tokenizer = load_base(str(base_folder), "")
     model, token_layout = graft(base, tokenizer, {**SETTINGS, "routing": "plain"}, units=20, seed=0)
-    report = graft_report(*load_base(str(base_folder), ""), model, SETTINGS, 20, 0, TEXTS)
+    measured = base_measurements(*load_base(str(base_folder), ""), TEXTS)
+    report = graft_report(measured, model, plain_logit_difference(model, measured), load_base(str(base_folder), "")[1], TEXTS)
     assert report["plain_index_matches_base"] and report["plain_index_max_logit_difference"] <= 1e-5
     # nothing left at random init: every parameter equals its base counterpart (new token rows aside)
     theirs = {name.replace("mlp.shared_expert.", "mlp.shared_experts."): p for name, p in base.state_dict().items()}
