@@ -130,17 +130,22 @@ def write_checkpoint(
 
 
 def load_lean(build: Callable[[], torch.nn.Module], folder: Path, read: Callable[[str], torch.Tensor] | None = None) -> torch.nn.Module:
-    """The model `build()` makes, with its weights from `folder`: built on the meta device (no random
-    initialisation), then each tensor read (`read(name)`, by default straight from the files, in the
-    file's dtype) and put in place, so memory holds the model once. The rotary embedding (the one
-    buffer not saved) is rebuilt on the CPU; a model with other unsaved buffers is refused rather
-    than left on meta."""
+    """The model `build()` makes, with its weights from `folder`, each read (`read(name)`, by default
+    straight from the files, in the file's dtype) and put in place by `materialize`: memory holds
+    the model once."""
     files = CheckpointFiles(folder)
     if read is None:
         extra = set(files.names()) - set(_model_tensor_names(build))
         if extra:
             raise ValueError(f"{folder}: tensors {sorted(extra)[:5]} have no place in the model")
         read = files.read
+    return materialize(build, read, str(folder))
+
+
+def materialize(build: Callable[[], torch.nn.Module], read: Callable[[str], torch.Tensor], source: str) -> torch.nn.Module:
+    """`build()` on the meta device (no random initialisation), then every saved tensor from
+    `read(name)` put in place as it is (no copy). The rotary embedding (the one buffer not saved) is
+    rebuilt on the CPU; a model with other unsaved buffers is refused rather than left on meta."""
     with torch.device("meta"):
         model = build()
     tied = set(getattr(model, "_tied_weights_keys", None) or {}) if model.config.tie_word_embeddings else set()
@@ -150,9 +155,9 @@ def load_lean(build: Callable[[], torch.nn.Module], folder: Path, read: Callable
         try:
             value = read(name)
         except KeyError as error:
-            raise ValueError(f"{folder}: no weights for {name}") from error
+            raise ValueError(f"{source}: no weights for {name}") from error
         if value.shape != placeholder.shape:
-            raise ValueError(f"{folder}: {name} has shape {tuple(value.shape)}; the model expects {tuple(placeholder.shape)}")
+            raise ValueError(f"{source}: {name} has shape {tuple(value.shape)}; the model expects {tuple(placeholder.shape)}")
         owner_name, _, leaf = name.rpartition(".")
         owner = model.get_submodule(owner_name)
         if leaf in owner._parameters:
@@ -164,7 +169,7 @@ def load_lean(build: Callable[[], torch.nn.Module], folder: Path, read: Callable
         model.tie_weights()
     unset = [name for name, tensor in [*model.named_parameters(), *model.named_buffers()] if tensor.is_meta]
     if unset:
-        raise ValueError(f"{type(model).__name__}: {unset} are not in {folder} and cannot be rebuilt")
+        raise ValueError(f"{type(model).__name__}: {unset} are not in {source} and cannot be rebuilt")
     return model.eval()
 
 

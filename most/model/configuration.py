@@ -27,6 +27,8 @@ class MoSTConfig(DeepseekV2Config):
     expert_backend: str = "grouped"
     aux_loss_alpha: float = 0.0
     aux_loss_scope: str = "group"  # per modality group (summed) or one loss over all experts
+    # how many copies of each base expert the graft made (`duplicate` assignment: 2); see most.model.moe
+    expert_copies: int = 1
     # token layout: ids [audio_token_start, audio_token_start + audio_token_count) are speech units;
     # `audio_marker_ids` are markers whose hidden state predicts speech (begin of speech): modality audio.
     # Every other id is text (end-of-speech markers predict text).
@@ -81,6 +83,8 @@ class MoSTConfig(DeepseekV2Config):
             fail(f"speech_input {self.speech_input!r} is not one of {SPEECH_INPUTS}")
         if self.speech_input == "continuous" and (self.speech_frame_id is None or self.speech_feature_dim < 1):
             fail("speech_input continuous needs speech_frame_id and speech_feature_dim (set by the graft from the cached features)")
+        if self.expert_copies < 1 or self.n_routed_experts % self.expert_copies:
+            fail(f"expert_copies {self.expert_copies} must be at least 1 and divide n_routed_experts {self.n_routed_experts}")
         text, audio = set(self.text_expert_ids or []), set(self.audio_expert_ids or [])
         if text & audio:
             fail(f"text_expert_ids and audio_expert_ids share experts {sorted(text & audio)}")

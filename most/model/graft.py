@@ -7,8 +7,8 @@ own dtype) gives every weight; the routed experts are assigned to the text and a
 - `usage`: per layer, the E/2 experts text tokens of a calibration set use most stay text;
 - `duplicate`: the text group is all E original experts, the audio group their copies (2E experts).
 Unit tokens and markers are appended to the tokenizer (`most.model.layout`). The report checks the
-graft: with `plain` routing and `index` assignment the text logits equal the base model's, and with
-the configured routing the held-out text perplexity sits beside the base model's. The stage holds
+graft: with `plain` routing the text logits equal the base model's (every assignment), and with the
+configured routing the held-out text perplexity sits beside the base model's. The stage holds
 one model at a time: the graft is written tensor by tensor from the base's files (`write_graft`),
 so a 16B base needs about its own size in memory, not four times it.
 """
@@ -18,7 +18,6 @@ from __future__ import annotations
 import gc
 import json
 import logging
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import torch
 
 from most.io import atomic_directory, write_json
 from most.model import layout
-from most.model.checkpoint_files import CheckpointFiles, load_lean, write_checkpoint
+from most.model.checkpoint_files import CheckpointFiles, load_lean, materialize, write_checkpoint
 from most.model.configuration import MoSTConfig
 from most.model.modeling import MoSTForCausalLM
 from most.model.moe import MoSTRouter
@@ -137,6 +136,7 @@ def most_config(base_config, settings: dict, token_layout: dict, vocab_size: int
         speech_input=settings["speech_input"],
         speech_frame_id=token_layout["speech_frame_id"],
         speech_feature_dim=feature_dim,
+        expert_copies=experts // base_config.num_experts,
     )
 
 
@@ -302,8 +302,8 @@ def graft(base, tokenizer, settings: dict, units: int, seed: int, feature_stats:
     base_state = base.state_dict()
     dtype = base.model.embed_tokens.weight.dtype
     config.dtype = dtype
-    plan, tensors = grafted_tensors(
-        base_state.__getitem__,
+    _, tensors = grafted_tensors(
+        lambda name: base_state[name].detach().clone(),  # the graft's own storage, not the base's
         config,
         sources,
         token_layout["base_vocab_size"],
@@ -312,15 +312,8 @@ def graft(base, tokenizer, settings: dict, units: int, seed: int, feature_stats:
         seed,
         feature_stats,
     )
-    with torch.device("meta"):
-        model = MoSTForCausalLM(config)
-    missing, _ = model.load_state_dict(dict(tensors), strict=False, assign=True)
-    if set(missing) - {"lm_head.weight"}:
-        raise ValueError(f"graft: no tensors made for {missing}")
-    model.model.rotary_emb = type(model.model.rotary_emb)(config=config)
-    if config.tie_word_embeddings:
-        model.tie_weights()
-    return model.eval(), token_layout
+    made = dict(tensors)
+    return materialize(lambda: MoSTForCausalLM(config), made.__getitem__, "graft"), token_layout
 
 
 def write_graft(
@@ -359,7 +352,8 @@ def base_measurements(base, tokenizer, texts: list[str]) -> dict:
 @torch.no_grad()
 def plain_logit_difference(model: MoSTForCausalLM, measured: dict) -> float:
     """Largest difference between the base's logits and `model`'s with its routers set to `plain`
-    (over the base vocabulary): 0 up to rounding for an `index` graft."""
+    (over the base vocabulary): 0 up to rounding for every assignment (`usage` permutes experts and
+    router rows alike; `duplicate` routes `plain` over the originals)."""
     batch, theirs = measured["batch"], measured["logits"]
     routers = [module for module in model.modules() if isinstance(module, MoSTRouter)]
     configured = [router.routing for router in routers]
@@ -383,9 +377,9 @@ def graft_report(measured: dict, model: MoSTForCausalLM, difference: float, toke
     scale = float(measured["logits"].float().abs().max())
     tolerance = 1e-5 if measured["logits"].dtype == torch.float32 else 0.02 * scale
     return {
-        "plain_index_max_logit_difference": difference,
+        "plain_max_logit_difference": difference,
         "base_max_abs_logit": scale,
-        "plain_index_matches_base": difference <= tolerance,
+        "plain_matches_base": difference <= tolerance,
         "held_out_tokens": measured["tokens"],
         "base_perplexity": measured["perplexity"],
         "most_perplexity": most_ppl,
@@ -410,28 +404,10 @@ def graft_stage(source: str, revision: str, settings: dict, units: int, seed: in
     gc.collect()
     report_tokenizer = _copy_tokenizer(tokenizer)
     folder = base_folder(source, revision)
-    if settings["expert_assignment"] != "index":  # the parity check needs the plain/index graft: made, measured, removed
-        parity_settings = {**settings, "routing": "plain", "expert_assignment": "index", "speech_input": "units"}
-        write_graft(
-            folder,
-            out / "parity",
-            base_config,
-            _copy_tokenizer(report_tokenizer),
-            parity_settings,
-            units,
-            seed,
-            None,
-            None,
-            MAX_SHARD_BYTES,
-        )
-        difference = plain_logit_difference(_load_graft(out / "parity"), measured)
-        shutil.rmtree(out / "parity")
-        gc.collect()
     token_layout = write_graft(folder, out / "model", base_config, tokenizer, settings, units, seed, feature_stats, usage, MAX_SHARD_BYTES)
     tokenizer.save_pretrained(out / "model")
     model = _load_graft(out / "model")
-    if settings["expert_assignment"] == "index":
-        difference = plain_logit_difference(model, measured)
+    difference = plain_logit_difference(model, measured)
     report = {
         "base": str(source),
         "base_model_type": base_config.model_type,
@@ -447,8 +423,8 @@ def graft_stage(source: str, revision: str, settings: dict, units: int, seed: in
         **graft_report(measured, model, difference, report_tokenizer, texts),
     }
     log.info(
-        "graft: plain/index max logit difference %.2e; held-out perplexity base %.2f, MoST (%s, %s) %.2f",
-        report["plain_index_max_logit_difference"],
+        "graft: plain-routing max logit difference from the base %.2e; held-out perplexity base %.2f, MoST (%s, %s) %.2f",
+        report["plain_max_logit_difference"],
         report["base_perplexity"],
         settings["routing"],
         settings["expert_assignment"],

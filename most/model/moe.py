@@ -12,6 +12,12 @@ routed only inside its own group, except with `routing="plain"`. Routing variant
   top-k weights renormalised to sum to 1;
 - `plain`: no modality constraint (a vanilla MoE; `norm_topk_prob` as in the base model).
 
+A `duplicate` graft holds every base expert twice (`expert_copies` 2: the text group the originals,
+the audio group their copies). `official` then multiplies its masked probabilities by the number of
+copies (a softmax over both copies gives each half the base's mass), and `plain` routes over the
+originals only (top-k would pick an expert and its copy), so that at graft time both reproduce the
+base; `masked_softmax` reproduces it as is.
+
 All variants share one router matrix `gate.weight` [experts, hidden], so one graft serves every
 variant. Weights are multiplied by `routed_scaling_factor`.
 
@@ -60,6 +66,7 @@ class MoSTRouter(nn.Module):
         self.top_k = config.num_experts_per_tok
         self.norm_topk_prob = bool(config.norm_topk_prob)
         self.routed_scaling_factor = config.routed_scaling_factor
+        self.expert_copies = config.expert_copies
         self.weight = nn.Parameter(torch.zeros(config.n_routed_experts, config.hidden_size, dtype=torch.float32))
         # a plain list, not a buffer: from_pretrained leaves non-persistent buffers uninitialised
         self.expert_group = expert_groups(config)
@@ -69,6 +76,8 @@ class MoSTRouter(nn.Module):
         logits = F.linear(hidden.float(), self.weight.float())
         expert_group = self._expert_group_on(hidden.device)
         if self.routing == "plain":
+            if self.expert_copies > 1:  # the originals only: top-k over copies would pick an expert and its copy
+                logits = logits.masked_fill(~routable_originals(logits.shape[-1], self.expert_copies, logits.device), float("-inf"))
             scores = logits.softmax(-1)
             weights, indices = torch.topk(scores, self.top_k, dim=-1)
             if self.norm_topk_prob:
@@ -77,6 +86,8 @@ class MoSTRouter(nn.Module):
             own_group = expert_group[None, :] == modality[:, None]
             if self.routing == "official":
                 scores = logits.softmax(-1) * own_group
+                # with every expert present `expert_copies` times, each copy holds 1/copies of the base's mass
+                scores = scores * self.expert_copies
             else:
                 scores = logits.masked_fill(~own_group, float("-inf")).softmax(-1)
             weights, indices = torch.topk(scores, self.top_k, dim=-1)
@@ -90,6 +101,11 @@ class MoSTRouter(nn.Module):
         if device not in self._group_on:  # a host-to-device copy waits for the device: once, not every step
             self._group_on[device] = torch.tensor(self.expert_group, device=device)
         return self._group_on[device]
+
+
+def routable_originals(num_experts: int, copies: int, device) -> torch.Tensor:
+    """[experts] bool: the experts `plain` routing may pick, the originals (the first 1/copies of them)."""
+    return torch.arange(num_experts, device=device) < num_experts // copies
 
 
 class MoSTExperts(nn.Module):
@@ -198,7 +214,8 @@ def balance_losses(routing: Routing, config) -> dict[str, torch.Tensor]:
     k = routing.indices.shape[1]
     one_hot = routed_one_hot(routing.indices, config.n_routed_experts)
     mask = routing.token_mask.float()
-    groups = {"all": (mask, torch.ones(config.n_routed_experts, dtype=torch.bool, device=mask.device))}
+    every = routable_originals(config.n_routed_experts, config.expert_copies if config.routing == "plain" else 1, mask.device)
+    groups = {"all": (mask, every)}
     if config.routing != "plain":
         for name, group in (("text", TEXT), ("audio", AUDIO)):
             groups[name] = (mask * (routing.modality == group).float(), routing.expert_group == group)

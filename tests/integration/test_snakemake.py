@@ -202,7 +202,7 @@ def test_the_graft_checkpoint_loads_and_generates(ran_repo):
 
     folder = ran_repo / "results" / "embedded" / "graft"
     report = json.loads((folder / "report.json").read_text())
-    assert report["plain_index_matches_base"] is True and report["base_perplexity"] > 1 and report["most_perplexity"] > 1
+    assert report["plain_matches_base"] is True and report["base_perplexity"] > 1 and report["most_perplexity"] > 1
     model = MoSTForCausalLM.from_pretrained(folder / "model")
     tokenizer = AutoTokenizer.from_pretrained(folder / "model")
     prompt = tokenizer(["the cook finds"], return_tensors="pt")["input_ids"]

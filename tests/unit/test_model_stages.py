@@ -68,7 +68,7 @@ def test_pretrain_then_graft(corpus, tmp_path):
         {"graft": tmp_path / "graft"},
     )
     report = json.loads((tmp_path / "graft" / "report.json").read_text())
-    assert report["plain_index_matches_base"] is True and grafted.metrics["plain_index_max_logit_difference"] <= 1e-5
+    assert report["plain_matches_base"] is True and grafted.metrics["plain_max_logit_difference"] <= 1e-5
     assert report["base_perplexity"] > 1 and report["most_perplexity"] > 1 and report["audio_token_count"] == 12
     # unit input by default; the graft builds the projector from the cached features all the same (an ablation may use it)
     assert report["speech_input"] == "units" and report["speech_feature_dim"] == 6
