@@ -38,7 +38,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest --numprocesses 2 --dist loadgroup
 
 test-e2e: $(STAMP)
-	$(BIN)/python -m pytest -m e2e
+	$(BIN)/python -m pytest -m 'e2e or slow'
 
 clean:
 	rm -rf results .snakemake

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from most.model import MoSTConfig
+from most.model.configuration import deepseek_v2_lite_shapes
 from most.model.moe import MoSTSparseMoeBlock
 
 # peak dense bf16 tensor FLOP/s for MFU, by device name fragment
@@ -32,20 +33,7 @@ PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
 
 
 def configs(full: bool, backend: str, routing: str = "official"):
-    hidden, width = (2048, 1408) if full else (512, 352)  # DeepSeek-V2-Lite, or scaled by 1/4
-    shape = dict(
-        hidden_size=hidden,
-        moe_intermediate_size=width,
-        n_routed_experts=64,
-        num_experts_per_tok=6,
-        n_shared_experts=2,
-        num_hidden_layers=2,
-        first_k_dense_replace=1,
-        num_attention_heads=16,
-        kv_lora_rank=64,
-        q_lora_rank=None,
-        intermediate_size=4 * hidden,
-    )
+    shape = deepseek_v2_lite_shapes(2, scale=1 if full else 4)  # DeepSeek-V2-Lite, or every width / 4
     return MoSTConfig(**shape, routing=routing, expert_backend=backend), shape
 
 

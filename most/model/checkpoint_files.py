@@ -122,7 +122,8 @@ def write_checkpoint(
                     raise ValueError(
                         f"checkpoint writer: expected {name} {dtype} {tuple(shape)}, got {got} {tensor.dtype} {tuple(tensor.shape)}"
                     )
-                handle.write(_raw(tensor.contiguous()).tobytes() if tensor.numel() else b"")
+                if tensor.numel():
+                    handle.write(_raw(tensor.contiguous()))  # the buffer itself, no bytes copy
     if len(shards) > 1:
         weight_map = {name: file_name for file_name, shard in zip(names, shards, strict=True) for name, _, _ in shard}
         total = sum(torch.Size(shape).numel() * dtype.itemsize for _, dtype, shape in plan)

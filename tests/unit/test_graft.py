@@ -220,3 +220,20 @@ def test_every_grafted_parameter_belongs_to_a_trainable_group(base_folder):
     select_trainable(model, ["experts.shared", "routers"])
     names = {name for name, p in model.named_parameters() if p.requires_grad}
     assert names and all(".mlp.shared_expert" in name or ".mlp.gate." in name for name in names)
+
+
+def test_a_graft_written_in_shards_loads_in_transformers_and_equals_the_in_memory_graft(base_folder, tmp_path):
+    """The stage's path (`write_graft`, tensor by tensor, shards and index past `max_shard_bytes`)
+    gives the same weights as `graft()`, readable by transformers' own `from_pretrained`."""
+    from most.model.checkpoint_files import INDEX, CheckpointFiles
+    from most.model.graft import _load_graft, base_folder as folder_of, write_graft
+
+    base, tokenizer = load_base(str(base_folder), "")
+    expected, _ = graft(base, load_base(str(base_folder), "")[1], SETTINGS, units=20, seed=0)
+    write_graft(folder_of(str(base_folder), ""), tmp_path / "g", base.config, tokenizer, SETTINGS, 20, 0, None, None, 20_000)
+    shards = sorted(path.name for path in (tmp_path / "g").glob("*.safetensors"))
+    assert len(shards) > 2 and (tmp_path / "g" / INDEX).is_file() and len(CheckpointFiles(tmp_path / "g").names()) > 10
+    ours, theirs = _load_graft(tmp_path / "g"), MoSTForCausalLM.from_pretrained(tmp_path / "g")
+    for name, tensor in expected.state_dict().items():
+        assert torch.equal(ours.state_dict()[name], tensor), name
+        assert torch.equal(theirs.state_dict()[name], tensor), name

@@ -51,6 +51,7 @@ print(json.dumps({"peak_bytes": (kib("VmHWM") - before) * 1024, "report": report
 """
 
 
+@pytest.mark.slow  # ~95 s: a 2 GB base made, grafted and read back
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="peak memory read from /proc/self (Linux)")
 def test_grafting_a_deepseek_v2_lite_shaped_base_needs_about_one_model_of_memory(tmp_path):
     from most.model.checkpoint_files import CheckpointFiles
