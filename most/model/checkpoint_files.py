@@ -134,8 +134,8 @@ def load_lean(build: Callable[[], torch.nn.Module], folder: Path, read: Callable
     """The model `build()` makes, with its weights from `folder`, each read (`read(name)`, by default
     straight from the files, in the file's dtype) and put in place by `materialize`: memory holds
     the model once."""
-    files = CheckpointFiles(folder)
-    if read is None:
+    if read is None:  # else the caller's reader has parsed the files already: not parsed twice
+        files = CheckpointFiles(folder)
         extra = set(files.names()) - set(_model_tensor_names(build))
         if extra:
             raise ValueError(f"{folder}: tensors {sorted(extra)[:5]} have no place in the model")
