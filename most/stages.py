@@ -175,8 +175,8 @@ STAGES: dict[str, Stage] = {
             "graft",
             "most.model.graft",
             ("seed", "model"),
-            _MODEL_CODE,
-            ("prepare", "tokens", "features", "base_lm"),
+            _MODEL_CODE + ("most/speech/units.py", "most/speech/features.py", "most/speech/kmeans.py"),  # the unit centroids
+            ("prepare", "tokens", "features", "kmeans", "base_lm"),
             ("graft",),
             "the base MoE LM grafted into MoST (MAMoE experts, unit tokens) and the graft report",
         ),

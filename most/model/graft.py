@@ -219,13 +219,15 @@ def grafted_tensors(
     noise: float,
     seed: int,
     feature_stats: dict | None = None,
+    unit_centroids: torch.Tensor | None = None,
 ) -> tuple[list[tuple[str, torch.dtype, tuple[int, ...]]], Iterator[tuple[str, torch.Tensor]]]:
     """Every tensor of the MoST checkpoint, made one at a time from the base's (`read(base name)`):
     the plan (name, dtype, shape, in checkpoint order) and an iterator of (name, tensor).
 
     Experts and router rows are copied by `sources`; token rows from `base_vocab` on are new (the mean
-    of the base's rows plus seeded noise), as are the speech projector's weights (seeded) and its
-    normalisation buffers (`feature_stats`). Routers are float32 (`_keep_in_fp32_modules_strict`),
+    of the base's rows plus seeded noise; the units' input and output rows from `unit_centroids` when
+    given, `layout.centroid_rows`), as are the speech projector's weights (seeded) and its normalisation
+    buffers (`feature_stats`). Routers are float32 (`_keep_in_fp32_modules_strict`),
     everything else `dtype`. A tied LM head is not written (transformers ties it on load)."""
     with torch.device("meta"):
         shell = MoSTForCausalLM(config)
@@ -264,6 +266,9 @@ def grafted_tensors(
             rows[:base_vocab] = source[:base_vocab]
             for drawn in [draws[name]] + ([draws["lm_head.weight"]] if config.tie_word_embeddings else []):
                 rows[base_vocab:] = layout.new_rows(rows[:base_vocab], noise, drawn)
+            if unit_centroids is not None:
+                units = slice(config.audio_token_start, config.audio_token_start + config.audio_token_count)
+                rows[units] = layout.centroid_rows(unit_centroids, rows[:base_vocab])
             return rows
         layer = int(name.split(".")[2]) if name.startswith("model.layers.") else None
         if layer in moe_layer and (".mlp.experts." in name or name.endswith(".mlp.gate.weight")):
@@ -311,6 +316,7 @@ def graft(base, tokenizer, settings: dict, units: int, seed: int, feature_stats:
         settings["new_embedding_noise"],
         seed,
         feature_stats,
+        settings.get("unit_centroids"),
     )
     made = dict(tensors)
     return materialize(lambda: MoSTForCausalLM(config), made.__getitem__, "graft"), token_layout
@@ -329,7 +335,15 @@ def write_graft(
     dtype = files.dtype("model.embed_tokens.weight")
     config.dtype = dtype
     plan, tensors = grafted_tensors(
-        base_reader(files), config, sources, token_layout["base_vocab_size"], dtype, settings["new_embedding_noise"], seed, feature_stats
+        base_reader(files),
+        config,
+        sources,
+        token_layout["base_vocab_size"],
+        dtype,
+        settings["new_embedding_noise"],
+        seed,
+        feature_stats,
+        settings.get("unit_centroids"),
     )
     out.mkdir(parents=True, exist_ok=True)
     config.save_pretrained(out)
@@ -442,11 +456,23 @@ def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult
     feature_stats = feature_store.stats(Path(inputs["features"]))
     texts = held_out_texts(inputs["prepare"], settings["eval_sentences"])
     settings["calibration_texts"] = [row["text"] for row in _training_rows(inputs["prepare"], settings["calibration_sentences"])]
+    if settings["unit_embedding_init"] == "centroids":
+        settings["unit_centroids"] = unit_centroids(Path(inputs["kmeans"]), units)
     with atomic_directory(outputs["graft"]) as out:
         report = graft_stage(source, revision, settings, units, seed, feature_stats, texts, out)
         write_json(report, out / "report.json")
     metrics = {k: float(v) for k, v in report.items() if isinstance(v, int | float)}
     return StageResult(metrics=metrics, artifacts=[Path(outputs["graft"]) / "report.json"])
+
+
+def unit_centroids(kmeans: Path, units: int) -> torch.Tensor:
+    """The k-means centroids the unit tokens stand for (`model.unit_embedding_init: centroids`)."""
+    from most.speech.units import UnitTokenizer
+
+    centroids = UnitTokenizer.load(kmeans).centroids
+    if len(centroids) != units:
+        raise ValueError(f"graft: {kmeans} holds {len(centroids)} centroids, but the tokens were made with k = {units}")
+    return centroids
 
 
 def _copy_tokenizer(tokenizer):

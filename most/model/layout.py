@@ -3,7 +3,8 @@
 Units are `<|u0|>` ... `<|u{k-1}|>`, contiguous ids. Markers: begin/end of speech, the speech-frame
 placeholder of continuous input, and one tag per task. `<|begin_of_speech|>` has modality audio (its
 hidden state predicts the first unit), and so has `<|speech_frame|>` (an encoder frame); every other
-marker is text. New embedding and output rows start at the mean of the base model's rows plus seeded noise.
+marker is text. New embedding and output rows start at the mean of the base model's rows plus seeded noise;
+with `model.unit_embedding_init: centroids` the units' rows start from their k-means centroids instead.
 """
 
 from __future__ import annotations
@@ -50,3 +51,17 @@ def new_rows(old: torch.Tensor, noise: float, draws: torch.Tensor) -> torch.Tens
     old_float = old.float()
     mean, spread = old_float.mean(0), old_float.std(0)
     return (mean + noise * spread * draws).to(old.dtype)
+
+
+def centroid_rows(centroids: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+    """Embedding or output rows for the unit tokens from their k-means centroids ([k, feature dim]): the
+    centred centroids on their leading principal directions (as many as the hidden size holds; any
+    dimensions beyond the centroids' rank stay 0), scaled so that the rows' mean norm is the `old`
+    rows'. Units that sound alike start close, so the model need not discover it from scratch."""
+    centred = centroids.double() - centroids.double().mean(0)
+    _, _, directions = torch.linalg.svd(centred, full_matrices=False)
+    projected = centred @ directions[: old.shape[1]].T
+    rows = torch.zeros(len(centroids), old.shape[1], dtype=torch.float64)
+    rows[:, : projected.shape[1]] = projected
+    rows *= old.double().norm(dim=1).mean() / rows.norm(dim=1).mean().clamp_min(1e-12)
+    return rows.to(old.dtype)

@@ -27,7 +27,7 @@ from transformers.models.deepseek_v2.modeling_deepseek_v2 import (
 from transformers.models.qwen2_moe.modeling_qwen2_moe import Qwen2MoeAttention, Qwen2MoeRotaryEmbedding
 
 from most.model.configuration import MoSTConfig
-from most.model.moe import AUDIO, TEXT, MoSTExperts, MoSTRouter, MoSTSparseMoeBlock, balance_losses, expert_load
+from most.model.moe import AUDIO, TEXT, MoSTExperts, MoSTRouter, MoSTSparseMoeBlock, balance_losses, expert_load, in_group_mass
 
 ATTENTION = {"deepseek_v2": DeepseekV2Attention, "qwen2_moe": Qwen2MoeAttention}
 ROTARY = {"deepseek_v2": DeepseekV2RotaryEmbedding, "qwen2_moe": Qwen2MoeRotaryEmbedding}
@@ -64,10 +64,11 @@ class SpeechProjector(nn.Module):
 
 @dataclass
 class MoSTCausalLMOutput(MoeCausalLMOutputWithPast):
-    """Adds the balance losses per group (`text`, `audio`, `all`; means over MoE layers) and the expert load."""
+    """Adds the balance losses per group (`text`, `audio`, `all`; sums over MoE layers), the expert load and the router's in-group mass."""
 
     aux_losses: dict[str, torch.Tensor] | None = None
     expert_load: torch.Tensor | None = None  # [moe layers, 2 modalities, experts] token copies
+    in_group_mass: torch.Tensor | None = None  # [moe layers, 2 modalities] router softmax share on the own group
 
 
 class MoSTDecoderLayer(GradientCheckpointingLayer):
@@ -251,20 +252,24 @@ class MoSTForCausalLM(MoSTPreTrainedModel, GenerationMixin):
             hidden = hidden[:, -logits_to_keep:]
         logits = self.lm_head(hidden)
         wants_balance = self.training and self.config.aux_loss_alpha > 0
-        aux_losses = aux_loss = load = None
+        aux_losses = aux_loss = load = mass = None
         if (wants_balance or output_routing_stats) and routings:
             per_layer = [balance_losses(routing, self.config) for routing in routings]
-            aux_losses = {name: torch.stack([layer[name] for layer in per_layer]).mean() for name in per_layer[0]}
+            # summed over MoE layers, as the reference adds one loss per layer (a mean would divide alpha by their number)
+            aux_losses = {name: torch.stack([layer[name] for layer in per_layer]).sum() for name in per_layer[0]}
             groups = [aux_losses[g] for g in ("text", "audio") if g in aux_losses]
             aux_loss = sum(groups) if self.config.aux_loss_scope == "group" and groups else aux_losses["all"]
             if output_routing_stats:
                 load = torch.stack([expert_load(routing, self.config.n_routed_experts) for routing in routings])
+                mass = torch.stack([in_group_mass(routing) for routing in routings])
         loss = None
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
             if wants_balance:
                 loss = loss + self.config.aux_loss_alpha * aux_loss
-        return MoSTCausalLMOutput(loss=loss, logits=logits, cache=cache, aux_loss=aux_loss, aux_losses=aux_losses, expert_load=load)
+        return MoSTCausalLMOutput(
+            loss=loss, logits=logits, cache=cache, aux_loss=aux_loss, aux_losses=aux_losses, expert_load=load, in_group_mass=mass
+        )
 
     def prepare_inputs_for_generation(self, input_ids, modality_ids=None, speech_features=None, **kwargs):
         inputs = super().prepare_inputs_for_generation(input_ids, **kwargs)

@@ -51,6 +51,7 @@ class Routing:
     modality: torch.Tensor  # [tokens]
     token_mask: torch.Tensor  # [tokens] bool: real (non-padding) tokens
     expert_group: torch.Tensor  # [experts] the group (0 text, 1 audio) of each routed expert, on the tokens' device
+    logits: torch.Tensor | None = None  # [tokens, experts] float32 router logits (statistics: `in_group_mass`)
 
 
 def expert_groups(config) -> list[int]:
@@ -95,7 +96,7 @@ class MoSTRouter(nn.Module):
             if renormalise:
                 weights = weights / weights.sum(-1, keepdim=True)
         weights = (weights * self.routed_scaling_factor).to(hidden.dtype)
-        return Routing(indices, weights, scores, modality, token_mask, expert_group)
+        return Routing(indices, weights, scores, modality, token_mask, expert_group, logits)
 
     def _expert_group_on(self, device: torch.device) -> torch.Tensor:
         if device not in self._group_on:  # a host-to-device copy waits for the device: once, not every step
@@ -209,7 +210,10 @@ def balance_losses(routing: Routing, config) -> dict[str, torch.Tensor]:
 
     f_e = (N / (T k)) * (token copies sent to e), P_e = mean routing score of e, over the T real tokens
     of the group (N experts in the group); `all` is the same over every token and expert (the
-    official MoST form). Padding never counts. Groups select experts by a 0/1 weight, not boolean
+    official MoST form). Within a group P_e is the group's own distribution: `official` scores are the
+    full softmax masked to the group, and from those the loss could fall by moving router mass out of
+    the group (shrinking every routed weight), so they are renormalised over the group first; the
+    other variants' scores already are. Padding never counts. Groups select experts by a 0/1 weight, not boolean
     indexing, so nothing here synchronises with the host."""
     k = routing.indices.shape[1]
     one_hot = routed_one_hot(routing.indices, config.n_routed_experts)
@@ -220,13 +224,30 @@ def balance_losses(routing: Routing, config) -> dict[str, torch.Tensor]:
         for name, group in (("text", TEXT), ("audio", AUDIO)):
             groups[name] = (mask * (routing.modality == group).float(), routing.expert_group == group)
     losses = {}
+    in_group_scores = routing.scores
+    if config.routing == "official":
+        in_group_scores = routing.scores / routing.scores.sum(-1, keepdim=True).clamp(min=1e-9)
     for name, (token_weight, experts) in groups.items():
         tokens = token_weight.sum().clamp(min=1)
         in_group = experts.float()
         counts = (one_hot * token_weight[:, None]).sum(0)
-        share = (routing.scores * token_weight[:, None]).sum(0) / tokens
+        scores = routing.scores if name == "all" else in_group_scores
+        share = (scores * token_weight[:, None]).sum(0) / tokens
         losses[name] = (in_group.sum() / (tokens * k)) * (counts * share * in_group).sum()
     return losses
+
+
+def in_group_mass(routing: Routing) -> torch.Tensor:
+    """[2]: for text tokens, then audio tokens, the mean share of the full router softmax that falls on
+    the token's own expert group (real tokens only). Under `official` routing a token's routed
+    weights sum to at most this share, so it shows whether training moves mass out of the groups."""
+    full = routing.logits.softmax(-1)
+    mass = (full * (routing.expert_group[None, :] == routing.modality[:, None])).sum(-1)
+    shares = []
+    for group in (TEXT, AUDIO):
+        weight = routing.token_mask.float() * (routing.modality == group).float()
+        shares.append((mass * weight).sum() / weight.sum().clamp(min=1))
+    return torch.stack(shares)
 
 
 def expert_load(routing: Routing, num_experts: int) -> torch.Tensor:

@@ -242,7 +242,7 @@ def train(
                 task_tokens[t] += sum(label != IGNORE for label in examples[t][i][1][1:])
         scales = token_scales(task_tokens, settings.task_weights)
         per_task = torch.zeros(len(tasks), 2, device=accelerator.device)  # summed loss, response tokens
-        aux, load = None, None
+        aux, load, mass = None, None, None
         optimizer.zero_grad(set_to_none=True)
         for index, (batch, part) in enumerate(zip(micro, mine, strict=True)):
             last = index == len(micro) - 1
@@ -258,6 +258,7 @@ def train(
             per_task.index_add_(0, rows, torch.stack([sums.detach(), counts.to(sums.dtype)], dim=1) * weight[index])
             aux = out.aux_losses if aux is None else {k: aux[k] + v for k, v in out.aux_losses.items()}
             load = out.expert_load if load is None else load + out.expert_load
+            mass = out.in_group_mass if mass is None else mass + out.in_group_mass
         trainable.mask_gradients()
         grad_norm = accelerator.clip_grad_norm_(wrapped.parameters(), settings.grad_clip)
         trainable.decay_partial(scheduler.get_last_lr()[0], settings.weight_decay)
@@ -268,11 +269,12 @@ def train(
             per_task = accelerator.reduce(per_task, "sum")
             load = accelerator.reduce(load, "sum") if load is not None else None
             aux = {name: accelerator.reduce(value.detach(), "mean") for name, value in aux.items()} if aux else aux
+            mass = accelerator.reduce(mass, "mean") if mass is not None else None
         seconds = time.time() - started
         tokens = int(sum(m["attention_mask"].sum() for m in micro)) * world
         progress["tokens"] += tokens
         progress["seconds"] += seconds
-        metrics = step_metrics(dict(zip(tasks, per_task.tolist(), strict=True)), progress, model.config, aux, load, len(micro))
+        metrics = step_metrics(dict(zip(tasks, per_task.tolist(), strict=True)), progress, model.config, aux, load, len(micro), mass)
         metrics |= {"lr": scheduler.get_last_lr()[0], "tokens_per_second": tokens / max(seconds, 1e-9)}
         if grad_norm is not None:  # DeepSpeed clips inside its engine and reports nothing here
             metrics["grad_norm"] = float(grad_norm)
@@ -286,9 +288,9 @@ def train(
     return progress
 
 
-def step_metrics(per_task: dict[str, list[float]], progress: dict, config, aux, load, micro_batches: int) -> dict[str, float]:
+def step_metrics(per_task: dict[str, list[float]], progress: dict, config, aux, load, micro_batches: int, mass=None) -> dict[str, float]:
     """Loss overall and per task (from summed losses and response tokens), auxiliary losses per group,
-    expert-load entropy; updates `progress`."""
+    expert-load entropy, the router's in-group mass per modality (mean over MoE layers); updates `progress`."""
     total, count = (sum(values) for values in zip(*per_task.values(), strict=True))
     metrics = {"loss": total / max(count, 1)}
     for task, (summed, tokens) in per_task.items():
@@ -298,6 +300,9 @@ def step_metrics(per_task: dict[str, list[float]], progress: dict, config, aux, 
             progress["loss_end"][task] = summed / tokens
     if aux:
         metrics |= {f"aux_loss.{name}": value.item() / micro_batches for name, value in aux.items()}
+    if mass is not None:
+        shares = (mass.detach().float() / micro_batches).mean(0).tolist()
+        metrics |= {"router_in_group_mass.text": shares[0], "router_in_group_mass.audio": shares[1]}
     if load is not None:
         metrics |= load_metrics(load, config)
         total_load = torch.tensor(progress["expert_load"]) if "expert_load" in progress else 0

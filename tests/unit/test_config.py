@@ -75,7 +75,10 @@ def test_paper_config_has_the_paper_layout():
     paper = config.load(REPO / "config" / "paper.yaml")
     assert paper["model"]["base"] == "deepseek-ai/DeepSeek-V2-Lite"
     assert (paper["model"]["routing"], paper["model"]["expert_assignment"]) == ("official", "index")
-    assert paper["posttrain"]["mix"] == {"asr": 0.4, "tts": 0.4, "text_lm": 0.2}
+    # the paper's stage-1 ratios, plus the speech continuation the audio-LM evaluation scores (docs/fidelity.md)
+    mix = paper["posttrain"]["mix"]
+    assert {task: mix[task] for task in ("asr", "tts", "text_lm")} == {"asr": 0.4, "tts": 0.4, "text_lm": 0.2}
+    assert set(mix) == {"asr", "tts", "text_lm", "speech_lm"} and paper["evaluate"]["audio_lm_task"] in mix
     per_step = {stage: paper[stage]["tokens_per_batch"] * paper[stage]["gradient_accumulation"] for stage in ("posttrain", "instruct")}
     assert (paper["posttrain"]["steps"], per_step["posttrain"]) == (500000, 512 * 2048)
     assert paper["instruct"]["mix"] == {"spoken_instruction": 0.4, "text_instruction": 0.4, "asr": 0.1, "tts": 0.1}

@@ -112,6 +112,36 @@ def test_token_layout_appends_contiguous_units_and_markers(base_folder):
     assert torch.equal(again.model.embed_tokens.weight, embeddings)
 
 
+def test_unit_rows_from_centroids_keep_the_centroids_geometry(base_folder, tmp_path):
+    """`unit_embedding_init: centroids`: unit input and output rows are the centroids on their
+    principal directions (all 6 fit in the hidden size, so distances are kept up to one scale), at
+    the base rows' mean norm; every other new row is as with noise."""
+    from most.model.graft import unit_centroids
+    from most.speech.units import UnitTokenizer
+
+    centroids = torch.randn(20, 6, generator=torch.Generator().manual_seed(3)) * torch.linspace(0.5, 3, 6)
+    noise, layout_ = graft(*load_base(str(base_folder), ""), SETTINGS, units=20, seed=0)
+    model, _ = graft(*load_base(str(base_folder), ""), {**SETTINGS, "unit_centroids": centroids}, units=20, seed=0)
+    start = layout_["audio_token_start"]
+    off_diagonal = ~torch.eye(20, dtype=torch.bool)
+    for rows, untouched in (
+        (model.model.embed_tokens.weight, noise.model.embed_tokens.weight),
+        (model.lm_head.weight, noise.lm_head.weight),
+    ):
+        rows, units = rows.detach(), rows.detach()[start : start + 20]
+        ratio = torch.cdist(units.double(), units.double()) / torch.cdist(centroids.double(), centroids.double()).clamp_min(1e-12)
+        assert torch.allclose(ratio[off_diagonal], ratio[off_diagonal].mean(), rtol=1e-4)
+        assert float(units.norm(dim=1).mean()) == pytest.approx(float(rows[:start].norm(dim=1).mean()), rel=1e-5)
+        assert torch.equal(rows[:start], untouched[:start]) and torch.equal(rows[start + 20 :], untouched[start + 20 :])  # markers, tags
+    # the stage reads the centroids of the unit tokenizer, and refuses one of another k
+    UnitTokenizer(
+        {"features": "logmel", "frame_rate_hz": 25, "window_ms": 64, "n_mels": 80}, centroids, torch.zeros(6), torch.ones(6)
+    ).save(tmp_path / "kmeans")
+    assert torch.equal(unit_centroids(tmp_path / "kmeans", 20), centroids)
+    with pytest.raises(ValueError, match="holds 20 centroids, but the tokens were made with k = 16"):
+        unit_centroids(tmp_path / "kmeans", 16)
+
+
 def test_a_continuous_graft_normalises_frames_with_the_corpus_statistics(base_folder, tmp_path):
     stats = {"mean": torch.linspace(-1, 1, 6), "std": torch.linspace(0.5, 2, 6)}
     with pytest.raises(ValueError, match="needs the cached features"):

@@ -1,11 +1,13 @@
 """The MAMoE model: routing variants, dispatch backends (forward and gradient parity), invariants, generate."""
 
+import dataclasses
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, LogitsProcessor, LogitsProcessorList
 
 from most.model import MoSTConfig, MoSTForCausalLM
-from most.model.moe import MoSTSparseMoeBlock
+from most.model.moe import MoSTSparseMoeBlock, balance_losses, in_group_mass
 from most.model.modeling import modality_from_ids
 
 ROUTINGS = ("official", "masked_softmax", "group_routers", "plain")
@@ -119,6 +121,39 @@ def test_routing_respects_groups_and_each_variants_weight_sum(routing):
         torch.testing.assert_close(sums, ((probs * in_group) / group_mass[:, None]).topk(2, -1).values.sum(-1).to(sums.dtype))
     else:
         torch.testing.assert_close(sums, torch.ones_like(sums))
+
+
+def test_group_routers_is_masked_softmax_with_renormalisation():
+    """One router matrix serves every variant, so a group's own router is its rows of that matrix:
+    `group_routers` is exactly `masked_softmax` with top-k renormalisation (docs/fidelity.md)."""
+    config, block, hidden, modality = block_and_inputs("group_routers", "grouped")
+    flat, tokens = hidden.reshape(-1, config.hidden_size), torch.ones(30, dtype=torch.bool)
+    grouped = block.gate(flat, modality.reshape(-1), tokens)
+    block.gate.routing, block.gate.norm_topk_prob = "masked_softmax", True
+    masked = block.gate(flat, modality.reshape(-1), tokens)
+    assert torch.equal(grouped.indices, masked.indices) and torch.equal(grouped.weights, masked.weights)
+    block.gate.norm_topk_prob = False  # a base without norm_topk_prob (DeepSeek-V2-Lite): only the renormalisation differs
+    unnormalised = block.gate(flat, modality.reshape(-1), tokens)
+    assert torch.equal(unnormalised.indices, grouped.indices)
+    torch.testing.assert_close(unnormalised.weights / unnormalised.weights.sum(-1, keepdim=True), grouped.weights)
+
+
+def test_the_group_balance_loss_cannot_fall_by_moving_router_mass_out_of_the_group():
+    """`official` scores are the full softmax masked to the group; the group losses use them
+    renormalised over the group, so router mass moved to the other group leaves them unchanged (the
+    `all` loss, the reference's joint form, still sees the masked scores)."""
+    config, block, hidden, modality = block_and_inputs("official", "grouped")
+    flat, tokens = hidden.reshape(-1, config.hidden_size).detach().float(), torch.ones(30, dtype=torch.bool)
+    routing = block.gate(flat, modality.reshape(-1), tokens)
+    logits = routing.logits.clone()
+    logits[:, config.audio_expert_ids] += 1.0  # same choices; text tokens hold less mass in their group
+    own = routing.expert_group[None, :] == routing.modality[:, None]
+    moved = dataclasses.replace(routing, scores=logits.softmax(-1) * own, logits=logits)
+    assert float(in_group_mass(moved)[0]) < float(in_group_mass(routing)[0]) - 0.05
+    before, after = balance_losses(routing, config), balance_losses(moved, config)
+    torch.testing.assert_close(after["text"], before["text"])
+    torch.testing.assert_close(after["audio"], before["audio"])
+    assert float(after["all"]) != pytest.approx(float(before["all"]))
 
 
 def test_shared_experts_see_every_token():
@@ -269,6 +304,13 @@ def test_balance_losses_are_per_group_and_ignore_padding():
     out = model(input_ids=ids, attention_mask=mask, labels=ids, output_routing_stats=True)
     assert set(out.aux_losses) == {"text", "audio", "all"}
     assert torch.allclose(out.aux_loss, out.aux_losses["text"] + out.aux_losses["audio"])
+    # each group's loss is summed over the MoE layers, as the reference adds one loss per layer
+    _, _, routings = model.model(input_ids=ids, attention_mask=mask)
+    assert len(routings) == 2
+    for name in ("text", "audio", "all"):
+        torch.testing.assert_close(out.aux_losses[name], sum(balance_losses(routing, model.config)[name] for routing in routings))
+    # the router's in-group mass per layer and modality: official routing leaves part of it outside the group
+    assert out.in_group_mass.shape == (2, 2) and bool(((out.in_group_mass > 0) & (out.in_group_mass < 1)).all())
     # expert load: text tokens only on text experts, audio tokens only on audio experts, k copies each
     load = out.expert_load
     assert load.shape == (2, 2, 8)

@@ -9,6 +9,7 @@ from most import config
 from most.model import MoSTForCausalLM, graft, pretrain_base
 from most.model.layout import BEGIN_SPEECH, unit_token
 from most.speech import feature_store
+from most.speech.units import UnitTokenizer
 from tests.conftest import tiny_config
 
 WORDS = ["the cook", "my sister", "anna", "three birds", "the farmer"]
@@ -39,6 +40,8 @@ def corpus(tmp_path_factory):
     (root / "tokens" / "tokenize_report.json").write_text(json.dumps({"k": 12}))
     (root / "features").mkdir()
     feature_store.save_stats(root / "features", [torch.randn(40, 6, generator=torch.Generator().manual_seed(0))])
+    centroids = torch.randn(12, 6, generator=torch.Generator().manual_seed(1))
+    UnitTokenizer(tiny_config()["units"], centroids, torch.zeros(6), torch.ones(6)).save(root / "kmeans")
     return root
 
 
@@ -64,7 +67,13 @@ def test_pretrain_then_graft(corpus, tmp_path):
 
     grafted = graft.run(
         config.view(cfg, "graft"),
-        {**inputs, "tokens": corpus / "tokens", "features": corpus / "features", "base_lm": tmp_path / "base_lm"},
+        {
+            **inputs,
+            "tokens": corpus / "tokens",
+            "features": corpus / "features",
+            "kmeans": corpus / "kmeans",
+            "base_lm": tmp_path / "base_lm",
+        },
         {"graft": tmp_path / "graft"},
     )
     report = json.loads((tmp_path / "graft" / "report.json").read_text())
@@ -90,7 +99,13 @@ def test_graft_refuses_a_hub_base_it_cannot_reach(corpus, tmp_path, monkeypatch)
     with pytest.raises(ValueError, match="model.base: cannot load 'nobody/no-such-model'"):
         graft.run(
             config.view(cfg, "graft"),
-            {"prepare": corpus / "prepare", "tokens": corpus / "tokens", "features": corpus / "features", "base_lm": tmp_path},
+            {
+                "prepare": corpus / "prepare",
+                "tokens": corpus / "tokens",
+                "features": corpus / "features",
+                "kmeans": corpus / "kmeans",
+                "base_lm": tmp_path,
+            },
             {"graft": tmp_path / "g"},
         )
     assert not (tmp_path / "g").exists()
@@ -106,6 +121,7 @@ def test_the_graft_report_differs_by_routing(corpus, tmp_path):
             "prepare": corpus / "prepare",
             "tokens": corpus / "tokens",
             "features": corpus / "features",
+            "kmeans": corpus / "kmeans",
             "base_lm": tmp_path / "base_lm",
         }
         graft.run(config.view(cfg, "graft"), inputs, {"graft": tmp_path / routing})

@@ -2,6 +2,8 @@
 
 import collections
 import dataclasses
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -42,6 +44,26 @@ def test_the_loss_covers_exactly_the_response(formatter, task):
     response = formatter.pieces(TEMPLATES[task]["response"], task, ROW)
     assert ids[len(prompt) :] == [*response, tokenizer.eos_token_id]
     assert ids[1] == tokenizer.convert_tokens_to_ids(layout.task_tag(task))
+
+
+@pytest.mark.parametrize("task", ["asr", "tts", "spoken_qa", "text_qa", "speech_lm"])
+def test_the_paper_configs_natural_language_prompts_carry_their_words_and_no_tag(task):
+    from most import config
+
+    templates = config.load(Path(__file__).parents[2] / "config" / "paper.yaml")["tasks"]["templates"]
+    words = [piece for piece in re.split(r"\{\w+\}", templates[task]["prompt"]) if piece.strip()]
+    tokenizer = train_tokenizer(["transcribe the following speech into text output user assistant"] * 5 + [ROW["text"]] * 5, 300)
+    token_layout = layout.extend_tokenizer(tokenizer, 16)
+    paper = Formatter(tokenizer, templates, token_layout["audio_token_start"])
+    ids, labels, _ = paper.example(task, ROW)
+    prompt = paper.prompt(task, ROW)
+    text = tokenizer.decode(prompt, skip_special_tokens=False)
+    assert all(word.strip() in text for word in words)  # the instruction's words, in order of the template
+    assert tokenizer.convert_tokens_to_ids(layout.task_tag(task)) not in ids
+    assert labels[: len(prompt)] == [IGNORE] * len(prompt) and labels[len(prompt) :] == ids[len(prompt) :]
+    if task in ("spoken_qa", "text_qa"):  # asked in the instruction format the paper's stage 2 trains
+        instruction = "spoken_instruction" if task == "spoken_qa" else "text_instruction"
+        assert paper.prompt(task, ROW) == paper.prompt(instruction, ROW)
 
 
 def test_speech_is_wrapped_unit_ids(formatter):

@@ -9,6 +9,7 @@ import torch
 from most import config
 from most.model import MoSTForCausalLM, graft, pretrain_base
 from most.speech import feature_store
+from most.speech.units import UnitTokenizer
 from most.train import instruct, posttrain
 from tests.conftest import tiny_config
 
@@ -72,7 +73,9 @@ def grafted(tmp_path_factory):
     cfg["model"].update(calibration_sentences=4, eval_sentences=4)
     inputs = {"prepare": root / "prepare", "tokens": tokens, "features": features}
     pretrain_base.run(config.view(cfg, "pretrain_base"), inputs, {"base_lm": root / "base_lm"})
-    graft.run(config.view(cfg, "graft"), {**inputs, "base_lm": root / "base_lm"}, {"graft": root / "graft"})
+    centroids = torch.randn(12, 8, generator=torch.Generator().manual_seed(1))
+    UnitTokenizer(cfg["units"], centroids, torch.zeros(8), torch.ones(8)).save(root / "kmeans")
+    graft.run(config.view(cfg, "graft"), {**inputs, "kmeans": root / "kmeans", "base_lm": root / "base_lm"}, {"graft": root / "graft"})
     return root, cfg
 
 

@@ -31,6 +31,7 @@ rule graft:
         prepare=rules.prepare.output[0],
         tokens=rules.tokenize.output[0],
         features=rules.encode_features.output[0],
+        kmeans=rules.fit_units.output[0],
         base_lm=rules.pretrain_base.output[0] if PRETRAIN_BASE else [],
     output:
         directory(f"{RESULTS}/graft"),
@@ -48,5 +49,5 @@ rule graft:
     conda:
         MOST_ENV
     shell:
-        "most graft --config {input.config:q} --prepare {input.prepare:q} --tokens {input.tokens:q} --features {input.features:q} {params.base_lm:q}"
+        "most graft --config {input.config:q} --prepare {input.prepare:q} --tokens {input.tokens:q} --features {input.features:q} --kmeans {input.kmeans:q} {params.base_lm:q}"
         " --output {output:q} --threads {resources.cpus_per_task} --log {log:q} > {log:q} 2>&1"
