@@ -156,6 +156,37 @@ def test_the_group_balance_loss_cannot_fall_by_moving_router_mass_out_of_the_gro
     assert float(after["all"]) != pytest.approx(float(before["all"]))
 
 
+def test_the_balance_losses_equal_a_hand_computation_on_planted_routings():
+    """4 experts (text 0-1, audio 2-3), top-1, `official` scores (the full softmax masked to the
+    token's group), 3 text tokens, 1 audio token, 1 padding token. By hand: text f = 2/(3*1) x
+    [1, 2] picks, P = mean of the group-renormalised scores [0.4722, 0.5278] -> 1.0185; audio
+    f = 2 x [1, 0], P = [0.75, 0.25] -> 1.5; all (the reference's form: N 4, masked scores, real
+    tokens) -> (4/4) x (1 x 0.15 + 2 x 0.2 + 1 x 0.15) = 0.7."""
+    from most.model.moe import Routing
+
+    config = tiny_config(n_routed_experts=4, text_expert_ids=[0, 1], audio_expert_ids=[2, 3], num_experts_per_tok=1)
+    full = torch.tensor([[0.3, 0.1, 0.4, 0.2], [0.2, 0.2, 0.5, 0.1], [0.1, 0.5, 0.2, 0.2], [0.1, 0.1, 0.6, 0.2], [0.25] * 4])
+    modality = torch.tensor([0, 0, 0, 1, 0])
+    group = torch.tensor([0, 0, 1, 1])
+    routing = Routing(
+        indices=torch.tensor([[0], [1], [1], [2], [0]]),
+        weights=torch.ones(5, 1),
+        scores=full * (group[None, :] == modality[:, None]),
+        modality=modality,
+        token_mask=torch.tensor([True, True, True, True, False]),
+        expert_group=group,
+        logits=full.log(),
+    )
+    losses = balance_losses(routing, config)
+    text_share = torch.tensor([0.75 + 0.5 + 1 / 6, 0.25 + 0.5 + 5 / 6]) / 3
+    assert float(losses["text"]) == pytest.approx(2 / 3 * float(text_share[0] + 2 * text_share[1]), rel=1e-6)
+    assert float(losses["text"]) == pytest.approx(1.018518, rel=1e-5)
+    assert float(losses["audio"]) == pytest.approx(1.5, rel=1e-6)
+    assert float(losses["all"]) == pytest.approx(0.7, rel=1e-6)
+    # the in-group mass of the real tokens: text (0.4 + 0.4 + 0.6) / 3, audio 0.8
+    torch.testing.assert_close(in_group_mass(routing), torch.tensor([1.4 / 3, 0.8]))
+
+
 def test_shared_experts_see_every_token():
     _, block, hidden, modality = block_and_inputs("official", "grouped")
     seen = []
