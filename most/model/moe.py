@@ -51,7 +51,7 @@ class Routing:
     modality: torch.Tensor  # [tokens]
     token_mask: torch.Tensor  # [tokens] bool: real (non-padding) tokens
     expert_group: torch.Tensor  # [experts] the group (0 text, 1 audio) of each routed expert, on the tokens' device
-    logits: torch.Tensor | None = None  # [tokens, experts] float32 router logits (statistics: `in_group_mass`)
+    logits: torch.Tensor  # [tokens, experts] float32 router logits (statistics: `in_group_mass`)
 
 
 def expert_groups(config) -> list[int]:

@@ -274,7 +274,7 @@ def train(
         tokens = int(sum(m["attention_mask"].sum() for m in micro)) * world
         progress["tokens"] += tokens
         progress["seconds"] += seconds
-        metrics = step_metrics(dict(zip(tasks, per_task.tolist(), strict=True)), progress, model.config, aux, load, len(micro), mass)
+        metrics = step_metrics(dict(zip(tasks, per_task.tolist(), strict=True)), progress, model.config, aux, load, mass, len(micro))
         metrics |= {"lr": scheduler.get_last_lr()[0], "tokens_per_second": tokens / max(seconds, 1e-9)}
         if grad_norm is not None:  # DeepSpeed clips inside its engine and reports nothing here
             metrics["grad_norm"] = float(grad_norm)
@@ -288,7 +288,7 @@ def train(
     return progress
 
 
-def step_metrics(per_task: dict[str, list[float]], progress: dict, config, aux, load, micro_batches: int, mass=None) -> dict[str, float]:
+def step_metrics(per_task: dict[str, list[float]], progress: dict, config, aux, load, mass, micro_batches: int) -> dict[str, float]:
     """Loss overall and per task (from summed losses and response tokens), auxiliary losses per group,
     expert-load entropy, the router's in-group mass per modality (mean over MoE layers); updates `progress`."""
     total, count = (sum(values) for values in zip(*per_task.values(), strict=True))
