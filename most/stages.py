@@ -263,11 +263,12 @@ STAGES: dict[str, Stage] = {
         Stage(
             "ablations",
             "most.evaluate.ablations",
-            ("seed", "tasks", "posttrain", "evaluate", "ablations"),
+            # model and base_lm: a variant may start from a base pretrained and grafted with them changed
+            ("seed", "model", "base_lm", "tasks", "posttrain", "evaluate", "ablations"),
             _EVAL_CODE,
-            ("prepare", "tokens", "features", "graft"),
+            ("prepare", "tokens", "features", "kmeans", "graft"),
             ("ablations", "ablations_md"),
-            "MAMoE vs plain MoE vs no shared experts, trained at equal steps from the same graft",
+            "MAMoE vs its variants (plain MoE, masked softmax, no shared experts, continuous input), equal compute, several seeds",
         ),
     )
 }

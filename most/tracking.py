@@ -1,4 +1,5 @@
-"""MLflow tracking: a parent run per pipeline invocation, a child run per stage job.
+"""MLflow tracking: a parent run per pipeline invocation, a child run per stage job, and runs
+nested under a stage for the trainings one stage compares (`child_run`).
 
 Snakemake's `onstart` hook (main process only) creates the parent run with `start_pipeline` and
 exports it to every job through environment variables; each `most <stage>` opens a child run with
@@ -198,6 +199,30 @@ def log_training_steps(entries) -> None:
     """(step, metrics, unix time in ms) entries to the MLflow run of the stage this process runs,
     while it runs (a multi-day training shows its curves live); nothing when tracking is off."""
     _active.log_steps(entries)
+
+
+@contextlib.contextmanager
+def child_run(name: str, params: dict) -> Iterator[StageRun]:
+    """A run nested under the stage this process runs (the ablation's variant x seed trainings:
+    the same metric names in each, so MLflow's comparison view puts them side by side). While it is
+    open, `log_training_steps` logs into it; FAILED if the body raises; a no-op outside a tracked stage."""
+    global _active
+    stage = _active
+    if stage.client is None:
+        yield StageRun()
+        return
+    parent = stage.client.get_run(stage.run_id)
+    tags = {"most.kind": "child", "most.stage": parent.data.tags.get("most.stage", ""), "mlflow.parentRunId": stage.run_id}
+    run = stage.client.create_run(parent.info.experiment_id, run_name=name, tags=tags)
+    _log_params(stage.client, run.info.run_id, params)
+    status = "FAILED"
+    _active = StageRun(stage.client, run.info.run_id, stage.run_id)
+    try:
+        yield _active
+        status = "FINISHED"
+    finally:
+        _active = stage
+        stage.client.set_terminated(run.info.run_id, status)
 
 
 @contextlib.contextmanager

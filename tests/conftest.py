@@ -70,7 +70,7 @@ def tiny_config() -> dict:
         qa_speech_answers=2,
         qa_max_new_tokens=8,
     )
-    config["ablations"].update(steps=4, asr_utterances=3)
+    config["ablations"].update(steps=4, seeds=[1, 2], asr_utterances=3)
     # a tiny stage is mostly interpreter start-up (one core): one CPU per job lets Snakemake and SLURM
     # run independent stages side by side
     for resources in config["resources"].values():

@@ -1,149 +1,344 @@
-"""Stage `ablations`: what MAMoE's modality split and the shared experts are worth, at equal steps.
+"""Stage `ablations`: what MAMoE's modality split and the shared experts are worth, at equal compute,
+over several training seeds.
 
-Every variant in `ablations.variants` starts from the same graft, loaded with its config fields
-changed (`routing: plain` lets every token use every expert; `shared_expert_intermediate_size: 0`
-drops the shared experts), and trains exactly like `posttrain` (same data, mix, seed and settings)
-for `ablations.steps` steps. Each is then measured on the same test items: ASR WER on the test
-split, and audio-LM pair accuracy (`evaluate.audio_lm_task`, all kinds pooled), and the final dev
-loss per task. Each variant is compared with `ablations.baseline` by a paired bootstrap over the
-same items: an interval that excludes 0 separates the two. Checkpoints resume per variant.
+Every variant in `ablations.variants` trains exactly like `posttrain` (same data, mix and settings)
+for `ablations.steps` steps, once per seed in `ablations.seeds`, from its start:
+- the graft, loaded with config fields changed (`routing: plain` lets every token use every expert;
+  `speech_input: continuous` feeds encoder frames through the projector; `shared_expert_intermediate_size: 0`
+  deletes the shared experts, which measures their removal, not the design);
+- or, with a `base_lm` entry (embedded base only), a base LM pretrained with those settings changed and
+  grafted the same way: a fair start for `no_shared` is a base pretrained without shared experts,
+  with as many more routed experts per token as the shared ones were wide (equal active compute).
+Each trained model is measured on the same test items: ASR WER, audio-LM pair accuracy
+(`evaluate.audio_lm_task`, all kinds pooled), and the final dev loss per task; each start's held-out
+text perplexity is measured before training. A variant's number is its mean over seeds, with a 95%
+interval that resamples seeds and items; its difference from `ablations.baseline` is paired by seed
+and item. Each variant x seed is an MLflow run nested under the stage's run; the table is the
+stage's artifact. A finished variant x seed is kept (under `checkpoints/`) until the table is written,
+so a rerun after a failure trains only what is missing.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from most.evaluate.stats import bootstrap_ratio, paired_bootstrap_difference
+from most import tracking
+from most.evaluate.stats import bootstrap_over_seeds_and_items
 from most.io import write_json
-from most.stages import StageResult
+from most.stages import StageResult, code_digest, process_rank
 
 log = logging.getLogger(__name__)
+
+# which direction is better, for the words under the table
+# metric -> (its name in words, whether lower is better). The test losses are per-token means over the
+# same test utterances (the transcript given the speech; the units given the transcript): they separate
+# variants that are still too short-trained for their WERs to differ.
+METRICS = {
+    "asr_wer": ("test ASR WER", True),
+    "asr_loss": ("test ASR loss", True),
+    "tts_loss": ("test TTS loss", True),
+    "audio_lm_accuracy": ("audio-LM accuracy", False),
+}
+RATIOS = ("asr_wer", "asr_loss", "tts_loss")  # sum of numerators / sum of denominators over the utterances
 
 
 def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult:
     import datasets
-    from transformers import AutoTokenizer
 
-    from most.evaluate.asr import asr_wer
-    from most.evaluate.audio_lm import KINDS, pair_items, pair_scores
-    from most.evaluate.generate import Checkpoint
-    from most.model import MoSTForCausalLM
+    from most.evaluate.audio_lm import KINDS
+    from most.model.pretrain_base import held_out_texts
     from most.speech.feature_store import with_frames
-    from most.train.stage import checkpoint_folder, fit, training_data
-    from most.train.tasks import Formatter
 
     torch.set_num_threads(max(1, threads))
-    settings, seed = cfg["ablations"], cfg["seed"]
-    if settings["baseline"] not in settings["variants"]:
-        raise ValueError(f"ablations.baseline {settings['baseline']!r} is not one of ablations.variants {sorted(settings['variants'])}")
-    training = {**cfg["posttrain"], "steps": settings["steps"]}
-    source = Path(inputs["graft"]) / "model"
-    tokenizer = AutoTokenizer.from_pretrained(source)
+    settings = cfg["ablations"]
+    check_settings(settings, cfg["model"])
     test = datasets.load_from_disk(str(Path(inputs["tokens"]) / "test"))
     asr_rows = with_frames([row for row in test if row["task"] == "asr"][: settings["asr_utterances"]], Path(inputs["features"]), "test")
-    pair_rows = [row for row in test if row["task"] in KINDS and row["units"]]
     if len(asr_rows) < 2:
         raise ValueError(f"ablations: {inputs['tokens']}/test has {len(asr_rows)} asr utterances; at least 2 are needed")
-    results, data = {}, {}  # training data per speech input (units or frames)
-    for name, overrides in settings["variants"].items():
-        started = time.time()
-        model = MoSTForCausalLM.from_pretrained(source, dtype=torch.float32, **overrides)
-        formatter = Formatter.for_model(tokenizer, cfg["tasks"]["templates"], model.config)
-        if formatter.speech_frame_id not in data:
-            data[formatter.speech_frame_id] = training_data("ablations", formatter, training, inputs)
-        checkpoints = checkpoint_folder(f"ablation-{name}", {**cfg, "variant": overrides}, inputs, Path(outputs["ablations"]))
-        log.info("ablations: variant %s (%s), %d steps", name, overrides, training["steps"])
-        model, progress, _ = fit(
-            f"ablation {name}",
-            model,
-            source,
-            tokenizer.pad_token_id,
-            data[formatter.speech_frame_id],
-            training,
-            seed,
-            checkpoints,
-            metric_prefix=f"{name}.",
-        )
-        if model is None:  # only the main process evaluates
-            continue
-        checkpoint = Checkpoint(model.eval(), tokenizer, formatter)
-        asr = asr_wer(checkpoint, asr_rows, cfg["evaluate"]["max_new_tokens"], seed)
-        likelihoods = checkpoint.log_likelihoods(cfg["evaluate"]["audio_lm_task"], pair_rows, units_only=True)
-        pairs = pair_scores(pair_items(pair_rows, likelihoods, cfg["evaluate"]["audio_lm_score"]))
-        results[name] = {
-            "config": overrides,
-            "steps": training["steps"],
-            "seconds": round(time.time() - started, 1),
-            "asr_wer": asr["wer"],
-            "asr_wer_ci": asr["wer_ci"],
-            "asr_errors": asr["errors"],
-            "asr_words": asr["lengths"],
-            "audio_lm_accuracy": sum(pairs.values()) / max(1, len(pairs)),
-            "audio_lm_ci": bootstrap_ratio(list(pairs.values()), [1] * len(pairs), seed) if pairs else (float("nan"),) * 2,
-            "audio_lm_pairs": pairs,
-            "dev_loss_end": progress.get("dev_loss_end", {}),
-        }
-        log.info("ablations %s: test ASR WER %.3f, audio-LM accuracy %.3f", name, asr["wer"], results[name]["audio_lm_accuracy"])
-        shutil.rmtree(checkpoints, ignore_errors=True)
-    if not results:
+    items = {
+        "asr": asr_rows,
+        "pairs": [row for row in test if row["task"] in KINDS and row["units"]],
+        "texts": held_out_texts(inputs["prepare"], cfg["model"]["eval_sentences"]),
+    }
+    output = Path(outputs["ablations"])  # working folders go to checkpoints/ beside it
+    records, folders, data = {}, [], {}  # data: training examples per start and speech input, shared by its seeds
+    for name, variant in settings["variants"].items():
+        source, start_folder = start_model(variant, cfg, inputs, output, threads)
+        folders += [start_folder] if start_folder else []
+        for seed in settings["seeds"]:
+            folder = measured_folder(name, variant, seed, cfg, inputs, output)
+            folders.append(folder)
+            record = measure_variant(name, variant, seed, source, cfg, inputs, items, folder, data)
+            if record is not None:  # None on the other processes of a multi-GPU run: they train, the main one measures
+                records[name, seed] = record
+    if process_rank() != 0:
         return StageResult()
-    table = compare(results, settings["baseline"], seed)
+    table = compare(records, settings)
     write_json(table, Path(outputs["ablations"]))
     Path(outputs["ablations_md"]).write_text(markdown(table))
+    for folder in folders:  # everything they held is in the table now
+        shutil.rmtree(folder, ignore_errors=True)
     metrics = {f"{name}.{key}": row[key] for name, row in table["variants"].items() for key in ("asr_wer", "audio_lm_accuracy")}
     return StageResult(metrics=metrics, artifacts=[Path(outputs["ablations"]), Path(outputs["ablations_md"])])
 
 
-def compare(results: dict, baseline: str, seed: int) -> dict:
-    """Each variant's numbers and its paired difference from the baseline (variant minus baseline)."""
-    base = results[baseline]
+def check_settings(settings: dict, model: dict) -> None:
+    if settings["baseline"] not in settings["variants"]:
+        raise ValueError(f"ablations.baseline {settings['baseline']!r} is not one of ablations.variants {sorted(settings['variants'])}")
+    if len(set(settings["seeds"])) != len(settings["seeds"]):
+        raise ValueError(f"ablations.seeds {settings['seeds']} repeats a seed")
+    for name, variant in settings["variants"].items():
+        if "base_lm" in variant and model["base"] != "embedded":
+            raise ValueError(
+                f"ablations.variants.{name}.base_lm: a start pretrained from scratch needs model.base: embedded "
+                f"(it is {model['base']!r}); a hub base's variant can only change config fields on load"
+            )
+
+
+def model_overrides(variant: dict) -> dict:
+    """The MoSTConfig fields a variant changes when its start is loaded."""
+    return {key: value for key, value in variant.items() if key != "base_lm"}
+
+
+def start_model(variant: dict, cfg: dict, inputs: dict, output: Path, threads: int) -> tuple[Path, Path | None]:
+    """The model folder the variant trains from, and the folder made for it (None for the graft):
+    with `base_lm`, a base LM pretrained with those settings changed, grafted like the pipeline's."""
+    from most.model import graft, pretrain_base
+    from most.train.stage import checkpoint_folder
+
+    if "base_lm" not in variant:
+        return Path(inputs["graft"]) / "model", None
+    view = {**cfg, "base_lm": {**cfg["base_lm"], **variant["base_lm"]}}
+    upstream = {key: inputs[key] for key in ("prepare", "tokens", "features", "kmeans")}
+    folder = checkpoint_folder(
+        "ablation-start", {"code": code_digest("ablations"), **{key: view[key] for key in ("seed", "base_lm", "model")}}, upstream, output
+    )
+    done = folder / "graft" / "report.json"
+    if process_rank() != 0:  # the main process builds it; the others (same file system) wait for it
+        while not done.exists():
+            time.sleep(5)
+    elif not done.exists():
+        log.info("ablations: pretraining and grafting a base LM with %s", variant["base_lm"])
+        pretrain_base.run(view, upstream, {"base_lm": folder / "base_lm"}, threads)
+        graft.run(view, {**upstream, "base_lm": folder / "base_lm"}, {"graft": folder / "graft"}, threads)
+    return folder / "graft" / "model", folder
+
+
+def measured_folder(name: str, variant: dict, seed: int, cfg: dict, inputs: dict, output: Path) -> Path:
+    from most.train.stage import checkpoint_folder
+
+    # the code too: a record measured by older code is not reused
+    return checkpoint_folder(
+        f"ablation-{name}-seed{seed}", {**cfg, "variant": variant, "seed": seed, "code": code_digest("ablations")}, inputs, output
+    )
+
+
+def measure_variant(
+    name: str, variant: dict, seed: int, source: Path, cfg: dict, inputs: dict, items: dict, folder: Path, data: dict
+) -> dict | None:
+    """Train one variant with one seed and measure it, in its own MLflow run under the stage's; a
+    measurement an earlier attempt finished is read back (and logged again) instead."""
+    done = folder / "measured.json"
+    params = {
+        "variant": name,
+        "seed": seed,
+        "start": str(source),
+        **model_overrides(variant),
+        **{f"base_lm.{k}": v for k, v in variant.get("base_lm", {}).items()},
+    }
+    with tracking.child_run(f"{name} seed {seed}", params) as child:
+        if done.exists():
+            record = json.loads(done.read_text())
+            log.info("ablations %s seed %d: measured by an earlier attempt (%s)", name, seed, done)
+            history = [(entry["step"], {k: v for k, v in entry.items() if k != "step"}) for entry in record["history"]]
+        else:
+            record = train_and_measure(name, variant, seed, source, cfg, inputs, items, folder, data)
+            if record is None:
+                return None
+            history = []  # logged while it trained
+            write_json(record, done)
+        child.log_result(StageResult(metrics=run_metrics(record), history=history))
+    return record
+
+
+def train_and_measure(
+    name: str, variant: dict, seed: int, source: Path, cfg: dict, inputs: dict, items: dict, folder: Path, data: dict
+) -> dict | None:
+    from transformers import AutoTokenizer
+
+    from most.evaluate.asr import asr_wer
+    from most.evaluate.audio_lm import pair_items, pair_scores
+    from most.evaluate.generate import Checkpoint
+    from most.model import MoSTForCausalLM
+    from most.model.pretrain_base import perplexity
+    from most.train.stage import fit, training_data
+    from most.train.tasks import Formatter
+
+    started = time.time()
+    training = {**cfg["posttrain"], "steps": cfg["ablations"]["steps"]}
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    model = MoSTForCausalLM.from_pretrained(source, dtype=torch.float32, **model_overrides(variant))
+    start_perplexity, _ = perplexity(model, tokenizer, items["texts"], vocab=model.config.audio_token_start)
+    formatter = Formatter.for_model(tokenizer, cfg["tasks"]["templates"], model.config)
+    key = (str(source), formatter.speech_frame_id)
+    if key not in data:
+        data[key] = training_data("ablations", formatter, training, inputs)
+    log.info(
+        "ablations: %s seed %d (%s), %d steps; held-out text perplexity at the start %.2f",
+        name,
+        seed,
+        variant,
+        training["steps"],
+        start_perplexity,
+    )
+    model, progress, history = fit(f"ablation {name} seed {seed}", model, source, tokenizer.pad_token_id, data[key], training, seed, folder)
+    if model is None:
+        return None
+    checkpoint = Checkpoint(model.eval(), tokenizer, formatter)
+    asr = asr_wer(checkpoint, items["asr"], cfg["evaluate"]["max_new_tokens"], seed)
+    likelihoods = checkpoint.log_likelihoods(cfg["evaluate"]["audio_lm_task"], items["pairs"], units_only=True)
+    pairs = pair_scores(pair_items(items["pairs"], likelihoods, cfg["evaluate"]["audio_lm_score"]))
+    per_utterance = {
+        f"{task}_loss": [[-total for total, _ in scored], [count for _, count in scored]]
+        for task, scored in (
+            ("asr", checkpoint.log_likelihoods("asr", items["asr"])),
+            ("tts", checkpoint.log_likelihoods("tts", items["asr"], units_only=True)),
+        )
+    }
+    losses = {metric: sum(top) / max(1, sum(bottom)) for metric, (top, bottom) in per_utterance.items()}
+    config = model.config
+    record = {
+        "variant": variant,
+        "seed": seed,
+        "steps": training["steps"],
+        "seconds": round(time.time() - started, 1),
+        "start_text_perplexity": start_perplexity,
+        # expert intermediate width each token runs through: equal compute across variants
+        "active_expert_width": config.num_experts_per_tok * config.moe_intermediate_size + config.shared_expert_size,
+        "asr_wer": asr["wer"],
+        "asr_loss": losses["asr_loss"],
+        "tts_loss": losses["tts_loss"],
+        # per test utterance, for the intervals: metric -> [numerators, denominators]
+        "per_utterance": {"asr_wer": [asr["errors"], asr["lengths"]], **per_utterance},
+        "audio_lm_pairs": pairs,
+        "audio_lm_accuracy": sum(pairs.values()) / max(1, len(pairs)),
+        "dev_loss_end": progress.get("dev_loss_end", {}),
+        "history": history,
+    }
+    log.info(
+        "ablations %s seed %d: test ASR WER %.3f, ASR loss %.3f, TTS loss %.3f, audio-LM accuracy %.3f",
+        *(name, seed, record["asr_wer"], record["asr_loss"], record["tts_loss"], record["audio_lm_accuracy"]),
+    )
+    for step_folder in folder.glob("step_*"):  # the weights are measured; the record is what a rerun needs
+        shutil.rmtree(step_folder, ignore_errors=True)
+    return record
+
+
+def run_metrics(record: dict) -> dict:
+    """One variant x seed's numbers, under the same names in every run."""
+    metrics = {key: record[key] for key in (*METRICS, "start_text_perplexity", "seconds")}
+    return metrics | {f"dev_loss_end.{task}": value for task, value in record["dev_loss_end"].items()}
+
+
+def _matrices(records: list[dict], metric: str) -> tuple[np.ndarray, np.ndarray, list]:
+    """seeds x items numerators and denominators of a metric (ASR: errors / words; a loss: summed
+    negative log-likelihood / tokens; audio-LM: correct / 1, over the pairs every run scored)."""
+    if metric in RATIOS:
+        return tuple(np.array([r["per_utterance"][metric][side] for r in records], float) for side in (0, 1)) + ([],)
+    shared = sorted(set.intersection(*(set(r["audio_lm_pairs"]) for r in records)))
+    correct = np.array([[r["audio_lm_pairs"][p] for p in shared] for r in records], float)
+    return correct, np.ones_like(correct), shared
+
+
+def compare(records: dict, settings: dict) -> dict:
+    """Each variant's mean over seeds with its seeds-and-items interval, and its difference from the
+    baseline paired by seed and item (variant minus baseline)."""
+    baseline, seeds, stat_seed = settings["baseline"], settings["seeds"], settings["seeds"][0]
     variants = {}
-    for name, row in results.items():
-        shared = sorted(set(row["audio_lm_pairs"]) & set(base["audio_lm_pairs"]))
+    for name in [baseline, *(other for other in settings["variants"] if other != baseline)]:
+        variant, runs = settings["variants"][name], [records[name, seed] for seed in seeds]
+        first = runs[0]
         entry = {
-            key: row[key]
-            for key in ("config", "steps", "seconds", "asr_wer", "asr_wer_ci", "audio_lm_accuracy", "audio_lm_ci", "dev_loss_end")
+            "config": variant,
+            "steps": first["steps"],
+            "seeds": seeds,
+            "seconds": sum(r["seconds"] for r in runs),
+            "start_text_perplexity": first["start_text_perplexity"],
+            "active_expert_width": first["active_expert_width"],
+            "asr_utterances": len(first["per_utterance"]["asr_wer"][0]),
+            "dev_loss_end": {task: float(np.mean([r["dev_loss_end"][task] for r in runs])) for task in first["dev_loss_end"]},
         }
-        entry |= {"asr_utterances": len(row["asr_errors"]), "audio_lm_pair_count": len(row["audio_lm_pairs"])}
-        if name != baseline:
-            entry["asr_wer_minus_baseline"] = row["asr_wer"] - base["asr_wer"]
-            entry["asr_wer_minus_baseline_ci"] = paired_bootstrap_difference(
-                (row["asr_errors"], row["asr_words"]), (base["asr_errors"], base["asr_words"]), seed
-            )
-            ones = [1] * len(shared)
-            entry["audio_lm_minus_baseline"] = row["audio_lm_accuracy"] - base["audio_lm_accuracy"]
-            entry["audio_lm_minus_baseline_ci"] = paired_bootstrap_difference(
-                ([row["audio_lm_pairs"][p] for p in shared], ones), ([base["audio_lm_pairs"][p] for p in shared], ones), seed
-            )
+        for metric in METRICS:
+            pair_runs = runs + [records[baseline, seed] for seed in seeds]  # items both have
+            top, bottom, shared = _matrices(pair_runs, metric)
+            own, base = (top[: len(seeds)], bottom[: len(seeds)]), (top[len(seeds) :], bottom[len(seeds) :])
+            per_seed = (own[0].sum(1) / np.maximum(own[1].sum(1), 1e-12)).tolist()
+            entry[metric] = float(np.mean(per_seed))
+            entry[f"{metric}_per_seed"] = per_seed
+            entry[f"{metric}_ci"] = bootstrap_over_seeds_and_items(own, stat_seed)
+            if metric == "audio_lm_accuracy":
+                entry["audio_lm_pair_count"] = len(shared)
+            if name != baseline:
+                base_mean = float(np.mean(base[0].sum(1) / np.maximum(base[1].sum(1), 1e-12)))
+                entry[f"{metric}_minus_baseline"] = entry[metric] - base_mean
+                entry[f"{metric}_minus_baseline_ci"] = bootstrap_over_seeds_and_items(own, stat_seed, baseline=base)
         variants[name] = entry
-    return {"baseline": baseline, "variants": variants}
+    return {"baseline": baseline, "seeds": seeds, "variants": variants, "findings": findings(variants, baseline)}
+
+
+def findings(variants: dict, baseline: str) -> list[str]:
+    """In words, each difference from the baseline and whether its interval excludes 0; nothing more
+    is claimed than the interval supports."""
+    lines = []
+    for name, row in variants.items():
+        if name == baseline:
+            continue
+        for metric, (words, lower_is_better) in METRICS.items():
+            difference, (low, high) = row[f"{metric}_minus_baseline"], row[f"{metric}_minus_baseline_ci"]
+            measured = f"`{name}` − `{baseline}` {words} {difference:+.3f} (95% CI {low:+.3f} to {high:+.3f})"
+            if low > 0 or high < 0:
+                better = (high < 0) == lower_is_better
+                lines.append(f"{measured}: beyond its interval, so `{name}` is {'better' if better else 'worse'} than `{baseline}` here.")
+            else:
+                lines.append(f"{measured}: the interval includes 0, so these runs do not separate the two.")
+    return lines
 
 
 def markdown(table: dict) -> str:
-    baseline = table["baseline"]
+    baseline, seeds = table["baseline"], table["seeds"]
+    steps = next(iter(table["variants"].values()))["steps"]
     lines = [
-        "# Ablations: equal steps from the same graft",
+        f"# Ablations: equal compute, {steps} steps, {len(seeds)} training seeds ({', '.join(map(str, seeds))})",
         "",
-        f"Differences are variant minus `{baseline}`, with 95% paired bootstrap CIs over the same test items "
-        "(an interval that excludes 0 separates the two). Lower WER and higher accuracy are better.",
+        f"Each number is the mean over seeds with its 95% interval, which resamples seeds and test items. Δ is variant minus "
+        f"`{baseline}`, paired by seed and item: an interval that excludes 0 separates the two. Lower WER and losses (nats per "
+        "token) and higher accuracy are better. Start perplexity: held-out text before training. Active width: expert "
+        "intermediate units each token runs through.",
         "",
-        "| Variant | Config | Steps | Test ASR WER (95% CI) | Δ WER (95% CI) | Audio-LM accuracy (95% CI) | Δ accuracy (95% CI) | Dev loss per task |",
-        "|---|---|---|---|---|---|---|---|",
+        "| Variant | Config | Start perplexity | Active width | "
+        + " | ".join(f"{words[0].upper()}{words[1:]}" for words, _ in METRICS.values())
+        + " |",
+        "|---|---|---|---|" + "---|" * len(METRICS),
     ]
     for name, row in table["variants"].items():
         config = ", ".join(f"{k}={v}" for k, v in row["config"].items()) or "as grafted"
-        delta_wer = delta_lm = "baseline"
-        if name != baseline:
-            delta_wer = f"{row['asr_wer_minus_baseline']:+.3f} ({row['asr_wer_minus_baseline_ci'][0]:+.3f}, {row['asr_wer_minus_baseline_ci'][1]:+.3f})"
-            delta_lm = f"{row['audio_lm_minus_baseline']:+.3f} ({row['audio_lm_minus_baseline_ci'][0]:+.3f}, {row['audio_lm_minus_baseline_ci'][1]:+.3f})"
-        losses = ", ".join(f"{task} {value:.3f}" for task, value in sorted(row["dev_loss_end"].items()))
+        cells = []
+        for metric in METRICS:
+            cell = f"{row[metric]:.3f} ({row[f'{metric}_ci'][0]:.3f}–{row[f'{metric}_ci'][1]:.3f})"
+            if name != baseline:
+                low, high = row[f"{metric}_minus_baseline_ci"]
+                cell += f"; Δ {row[f'{metric}_minus_baseline']:+.3f} ({low:+.3f}, {high:+.3f})"
+            cells.append(cell)
         lines.append(
-            f"| {name} | {config} | {row['steps']} | {row['asr_wer']:.3f} ({row['asr_wer_ci'][0]:.3f}–{row['asr_wer_ci'][1]:.3f}) | {delta_wer} "
-            f"| {row['audio_lm_accuracy']:.3f} ({row['audio_lm_ci'][0]:.3f}–{row['audio_lm_ci'][1]:.3f}) | {delta_lm} | {losses} |"
+            f"| {name} | {config} | {row['start_text_perplexity']:.2f} | {row['active_expert_width']} | " + " | ".join(cells) + " |"
         )
+    lines += ["", "## What the intervals support", "", *(f"- {line}" for line in table["findings"])]
     return "\n".join(lines) + "\n"

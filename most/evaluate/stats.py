@@ -41,3 +41,34 @@ def bootstrap_macro_mean(groups: list, seed: int, samples: int = 1000, level: fl
         values = np.asarray(values, float)
         means += values[rng.integers(0, len(values), size=(samples, len(values)))].mean(1)
     return _interval(means / len(groups), level)
+
+
+def bootstrap_over_seeds_and_items(
+    runs: tuple, seed: int, baseline: tuple | None = None, samples: int = 1000, level: float = 0.95
+) -> tuple[float, float]:
+    """Interval of the mean over training seeds of each seed's ratio (sum of numerators / sum of
+    denominators over the test items), resampling both the seeds and the items: `runs` is
+    (numerators, denominators), each seeds x items. With `baseline` (same shape, the same seeds in the
+    same order and the same items), the interval of the paired difference runs - baseline: each
+    resample draws the same seeds and items for both, so seed-to-seed and item-to-item variation
+    that both share cancels."""
+    top, bottom = (np.asarray(values, float) for values in runs)
+    if top.ndim != 2 or top.shape != bottom.shape:
+        raise ValueError(f"runs must be two seeds x items arrays of one shape, got {top.shape} and {bottom.shape}")
+    seeds, items = top.shape
+    rng = np.random.default_rng(seed)
+    # how often each item is drawn, per resample: one matrix product sums every seed's draw at once
+    item_counts = np.stack([np.bincount(row, minlength=items) for row in rng.integers(0, items, size=(samples, items))]).astype(float)
+    seed_draws = rng.integers(0, seeds, size=(samples, seeds))
+
+    def means(top, bottom):
+        ratios = (item_counts @ top.T) / np.maximum(item_counts @ bottom.T, 1e-12)  # resamples x seeds
+        return np.take_along_axis(ratios, seed_draws, axis=1).mean(1)
+
+    values = means(top, bottom)
+    if baseline is not None:
+        base_top, base_bottom = (np.asarray(values, float) for values in baseline)
+        if base_top.shape != top.shape or base_bottom.shape != top.shape:
+            raise ValueError(f"baseline runs have shape {base_top.shape}, the variant's {top.shape}: pair the same seeds and items")
+        values = values - means(base_top, base_bottom)
+    return _interval(values, level)

@@ -18,10 +18,9 @@ FILE = "history.jsonl"
 
 
 class StepHistory:
-    def __init__(self, folder: Path, resumed_step: int, log_every: int, metric_prefix: str = "") -> None:
+    def __init__(self, folder: Path, resumed_step: int, log_every: int) -> None:
         self.path = Path(folder) / FILE
         self.log_every = max(1, log_every)
-        self.prefix = metric_prefix  # one MLflow run, several trainings (the ablation variants): their names apart
         self.entries = [entry for entry in self._read() if entry["step"] <= resumed_step]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_text("".join(json.dumps(entry) + "\n" for entry in self.entries))
@@ -50,12 +49,7 @@ class StepHistory:
             self.flush()
 
     def flush(self) -> None:
-        tracking.log_training_steps(
-            [
-                (entry["step"], {self.prefix + name: value for name, value in entry["metrics"].items()}, entry["time_ms"])
-                for entry in self.unlogged
-            ]
-        )
+        tracking.log_training_steps([(entry["step"], entry["metrics"], entry["time_ms"]) for entry in self.unlogged])
         self.unlogged = []
 
     def steps(self) -> list[dict]:

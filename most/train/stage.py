@@ -79,13 +79,12 @@ def training_data(stage: str, formatter: Formatter, settings: dict, inputs: dict
 
 
 def fit(
-    stage: str, model, source: Path, pad_id: int, data: dict, settings: dict, seed: int, checkpoints: Path, metric_prefix: str = ""
+    stage: str, model, source: Path, pad_id: int, data: dict, settings: dict, seed: int, checkpoints: Path
 ) -> tuple[object, dict, list]:
     """Train `model` (loaded from `source`) on `data` for `settings["steps"]`, resuming from
     `checkpoints`. Returns the trained model re-read from the last checkpoint on the main process
     (the full weights whatever the strategy: FSDP/ZeRO-3 shard the live model), the progress and
-    the per-step history (every step, the ones before a resume included; logged to MLflow already,
-    each name after `metric_prefix`)."""
+    the per-step history (every step, the ones before a resume included; logged to MLflow already)."""
     from most.model import MoSTForCausalLM
 
     examples, dev = data["examples"], data["dev"]
@@ -116,7 +115,7 @@ def fit(
     )
     main = process_rank() == 0
     resumed = checkpoint_step(latest_checkpoint(checkpoints))
-    history = StepHistory(checkpoints, resumed, settings["log_every"], metric_prefix) if main else None
+    history = StepHistory(checkpoints, resumed, settings["log_every"]) if main else None
 
     def on_step(step: int, metrics: dict) -> None:  # on the main process only
         history.append(step, metrics, last=step == loop.steps)

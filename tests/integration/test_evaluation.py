@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import soundfile
+from mlflow import MlflowClient
 
 from tests.conftest import run, snakemake_plan, tiny_config
 
@@ -63,20 +64,37 @@ def test_snakemake_report_renders_the_report(ran_repo, tmp_path):
     assert "report.md" in text and "metrics.png" in text and "loss_curves.png" in text
 
 
-def test_the_ablations_target_shares_upstream_stages_and_compares_variants(fresh_copy, tmp_path):
+def test_the_ablations_target_trains_every_variant_per_seed_and_nests_their_mlflow_runs(fresh_copy, tmp_path):
     assert snakemake_plan(fresh_copy, "ablations") == {"stage_config[stage=ablations]", "ablations"}
     run(["snakemake", "--cores", "all", "ablations"], fresh_copy)
     table = json.loads((results(fresh_copy) / "ablations.json").read_text())
-    assert table["baseline"] == "mamoe" and set(table["variants"]) == {"mamoe", "plain_moe", "no_shared", "continuous_input"}
+    names = {"mamoe", "plain_moe", "masked_softmax", "no_shared", "continuous_input"}
+    assert table["baseline"] == "mamoe" and table["seeds"] == [1, 2] and set(table["variants"]) == names
     assert table["variants"]["continuous_input"]["config"] == {"routing": "official", "speech_input": "continuous"}
     for name, row in table["variants"].items():
         assert row["steps"] == 4 and row["asr_utterances"] == 3 and row["audio_lm_pair_count"] > 0
+        assert len(row["asr_wer_per_seed"]) == 2 and row["asr_wer"] == pytest.approx(sum(row["asr_wer_per_seed"]) / 2)
         if name != "mamoe":
             low, high = row["asr_wer_minus_baseline_ci"]
             assert low <= row["asr_wer_minus_baseline"] <= high
+    # the fair start: a base without shared experts, top-k raised to the same active width
+    widths = {name: row["active_expert_width"] for name, row in table["variants"].items()}
+    assert widths["no_shared"] == widths["mamoe"] and table["variants"]["no_shared"]["start_text_perplexity"] > 1
+    assert len(table["findings"]) == 4 * (len(names) - 1)  # WER, ASR loss, TTS loss, audio-LM accuracy
     markdown = (results(fresh_copy) / "ablations.md").read_text()
-    assert all(f"| {name} |" in markdown for name in table["variants"])
+    assert all(f"| {name} |" in markdown for name in names) and "## What the intervals support" in markdown
     assert not list((results(fresh_copy) / "checkpoints").glob("ablation-*"))
+    client = MlflowClient(tracking_uri=f"sqlite:///{results(fresh_copy).parent / 'mlflow.db'}")
+    stage = client.search_runs(
+        client.get_experiment_by_name("most").experiment_id, "tags.`most.stage` = 'ablations' and tags.`most.kind` = 'stage'"
+    )
+    assert len(stage) == 1 and stage[0].info.status == "FINISHED"
+    children = client.search_runs(stage[0].info.experiment_id, f"tags.`mlflow.parentRunId` = '{stage[0].info.run_id}'")
+    assert sorted(child.info.run_name for child in children) == sorted(f"{name} seed {seed}" for name in names for seed in (1, 2))
+    assert all(
+        {"asr_wer", "asr_loss", "tts_loss", "audio_lm_accuracy", "start_text_perplexity"} <= set(child.data.metrics) for child in children
+    )
+    assert any(a.path == "reports/ablations.md" for a in client.list_artifacts(stage[0].info.run_id, "reports"))
     html = tmp_path / "report.html"
     run(["snakemake", "--report", str(html), "all", "ablations"], fresh_copy)
     assert "ablations.md" in html.read_text()

@@ -75,3 +75,18 @@ def test_dvc_plans_the_paper_pipeline(tmp_path):
         assert planned == [(stage, f"snakemake --cores all {stage}") for stage in PAPER_STAGES]
     else:  # DVC 3.67 cannot dry-run past a stage whose outputs do not exist yet (treeverse/dvc#9021)
         assert "failed to reproduce 'prepare'" in result.stderr and "No such file or directory" in result.stderr, result.stderr
+
+
+def test_snakemake_plans_the_paper_ablations_on_the_shared_upstream_with_their_gpus(tmp_path):
+    repo = copy_repo(tmp_path / "repo")
+    # the target before --configfile, which takes every word after it as a file
+    result = run(["snakemake", "ablations", "-n", "--cores", "all", "--profile", "slurm", "--configfile", "config/paper.yaml"], repo)
+    jobs = planned_jobs(result.stdout + result.stderr)
+    # the upstream of the graft and nothing after it: the ablations train from the graft themselves
+    assert sorted(jobs) == sorted(["download", "prepare", "encode_features", "fit_units", "tokenize", "graft"])
+    ablation = re.search(r"^rule ablations:$.*?^Shell command: (.+?)$", result.stdout + result.stderr, re.MULTILINE | re.DOTALL)
+    assert ablation, "no ablations job in the paper plan"
+    assert "most launch --gpus-per-node 8 --nodes 1 --accelerate-config config/accelerate/fsdp.yaml -- ablations" in ablation.group(1)
+    assert "--kmeans results/paper/units/kmeans" in ablation.group(1) and "--graft results/paper/graft" in ablation.group(1)
+    paper = config.load(REPO / "config" / "paper.yaml")["ablations"]
+    assert len(paper["seeds"]) >= 3 and "base_lm" not in paper["variants"]["no_shared"]  # a hub base: no from-scratch start

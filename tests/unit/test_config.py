@@ -40,7 +40,7 @@ def value_paths(data, prefix="") -> set[str]:
     for key, value in data.items():
         path = f"{prefix}{key}"
         paths.add(path)
-        if isinstance(value, dict) and key not in ("mix", "splits", "columns"):
+        if isinstance(value, dict) and key not in ("mix", "splits", "columns", "variants"):  # named per config
             paths |= value_paths(value, f"{path}.")
     return paths
 

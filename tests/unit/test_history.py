@@ -50,9 +50,28 @@ def test_a_resume_keeps_the_steps_up_to_its_checkpoint_and_logs_them_to_its_own_
     assert [json.loads(line)["step"] for line in (folder / FILE).read_text().splitlines()] == list(range(1, 9))
 
 
-def test_metric_names_can_carry_a_prefix_in_mlflow_only(tmp_path):
+def test_steps_inside_a_child_run_go_to_it_and_the_stage_run_gets_them_back_after(tmp_path):
     uri, run = tracked(tmp_path)
     with run as stage:
-        history = StepHistory(tmp_path / "checkpoints", 0, log_every=1, metric_prefix="plain_moe.")
-        history.append(1, {"loss": 2.0})
-    assert logged_steps(uri, stage.run_id, "plain_moe.loss") == [(1, 2.0)] and history.steps() == [{"step": 1, "loss": 2.0}]
+        with tracking.child_run("plain_moe seed 7", {"variant": "plain_moe", "seed": 7}) as child:
+            StepHistory(tmp_path / "a", 0, log_every=1).append(1, {"loss": 2.0})
+        StepHistory(tmp_path / "b", 0, log_every=1).append(1, {"loss": 5.0})
+    client = MlflowClient(tracking_uri=uri)
+    nested = client.get_run(child.run_id)
+    assert nested.data.tags["mlflow.parentRunId"] == stage.run_id and nested.info.status == "FINISHED"
+    assert nested.data.params == {"variant": "plain_moe", "seed": "7"} and nested.info.run_name == "plain_moe seed 7"
+    assert logged_steps(uri, child.run_id) == [(1, 2.0)] and logged_steps(uri, stage.run_id) == [(1, 5.0)]
+
+
+def test_a_child_run_that_raises_is_failed_and_outside_a_stage_is_a_no_op(tmp_path):
+    uri, run = tracked(tmp_path)
+    with run as stage:
+        try:
+            with tracking.child_run("mamoe seed 1", {}) as child:
+                raise RuntimeError("diverged")
+        except RuntimeError:
+            pass
+    assert MlflowClient(tracking_uri=uri).get_run(child.run_id).info.status == "FAILED"
+    assert MlflowClient(tracking_uri=uri).get_run(stage.run_id).info.status == "FINISHED"
+    with tracking.child_run("untracked", {}) as untracked:
+        assert untracked.run_id is None

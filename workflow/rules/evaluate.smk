@@ -1,5 +1,5 @@
 # Evaluation of the instruction-tuned model: eval_asr · eval_tts · eval_audio_lm · eval_spoken_qa -> report.
-# `snakemake ablations`: MAMoE vs its variants, trained at equal steps from the same graft.
+# `snakemake ablations`: MAMoE vs its variants, trained at equal compute over several seeds.
 
 
 rule eval_asr:
@@ -149,6 +149,7 @@ rule ablations:
         prepare=rules.prepare.output[0],
         tokens=rules.tokenize.output[0],
         features=rules.encode_features.output[0],
+        kmeans=rules.fit_units.output[0],
         graft=rules.graft.output[0],
     output:
         json=f"{RESULTS}/ablations.json",
@@ -166,5 +167,5 @@ rule ablations:
         MOST_ENV
     shell:
         "most launch --gpus-per-node {resources.launch_gpus} --nodes {resources.launch_nodes} --accelerate-config {resources.launch_accelerate:q}"
-        " -- ablations --config {input.config:q} --prepare {input.prepare:q} --tokens {input.tokens:q} --features {input.features:q} --graft {input.graft:q}"
-        " --output {output.json:q} --ablations-md {output.table:q} --threads {resources.cpus_per_task} --log {log:q} > {log:q} 2>&1"
+        " -- ablations --config {input.config:q} --prepare {input.prepare:q} --tokens {input.tokens:q} --features {input.features:q} --kmeans {input.kmeans:q}"
+        " --graft {input.graft:q} --output {output.json:q} --ablations-md {output.table:q} --threads {resources.cpus_per_task} --log {log:q} > {log:q} 2>&1"
