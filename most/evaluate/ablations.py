@@ -258,6 +258,11 @@ def _matrices(records: list[dict], metric: str) -> tuple[np.ndarray, np.ndarray,
     return correct, np.ones_like(correct), shared
 
 
+def _per_seed(top: np.ndarray, bottom: np.ndarray) -> np.ndarray:
+    """Each seed's ratio over its items (a seeds x items pair of numerators and denominators)."""
+    return top.sum(1) / np.maximum(bottom.sum(1), 1e-12)
+
+
 def compare(records: dict, settings: dict) -> dict:
     """Each variant's mean over seeds with its seeds-and-items interval, and its difference from the
     baseline paired by seed and item (variant minus baseline)."""
@@ -280,15 +285,14 @@ def compare(records: dict, settings: dict) -> dict:
             pair_runs = runs + [records[baseline, seed] for seed in seeds]  # items both have
             top, bottom, shared = _matrices(pair_runs, metric)
             own, base = (top[: len(seeds)], bottom[: len(seeds)]), (top[len(seeds) :], bottom[len(seeds) :])
-            per_seed = (own[0].sum(1) / np.maximum(own[1].sum(1), 1e-12)).tolist()
+            per_seed = _per_seed(*own).tolist()
             entry[metric] = float(np.mean(per_seed))
             entry[f"{metric}_per_seed"] = per_seed
             entry[f"{metric}_ci"] = bootstrap_over_seeds_and_items(own, stat_seed)
             if metric == "audio_lm_accuracy":
                 entry["audio_lm_pair_count"] = len(shared)
             if name != baseline:
-                base_mean = float(np.mean(base[0].sum(1) / np.maximum(base[1].sum(1), 1e-12)))
-                entry[f"{metric}_minus_baseline"] = entry[metric] - base_mean
+                entry[f"{metric}_minus_baseline"] = entry[metric] - float(np.mean(_per_seed(*base)))
                 entry[f"{metric}_minus_baseline_ci"] = bootstrap_over_seeds_and_items(own, stat_seed, baseline=base)
         variants[name] = entry
     return {"baseline": baseline, "seeds": seeds, "variants": variants, "findings": findings(variants, baseline)}
