@@ -35,10 +35,10 @@ pull: $(STAMP)
 # Two workers: most tests wait on one-core stage processes (interpreter and library start-up), so a
 # second worker doubles the throughput on 2 cores. Tests that need one port share a group (one worker).
 test: $(STAMP)
-	$(BIN)/python -m pytest --numprocesses 2 --dist loadgroup
+	$(BIN)/python -m pytest --numprocesses 2 --dist loadgroup --durations=20
 
 test-e2e: $(STAMP)
-	$(BIN)/python -m pytest -m 'e2e or slow'
+	$(BIN)/python -m pytest -m 'e2e or slow' --durations=10
 
 clean:
 	rm -rf results .snakemake

@@ -50,17 +50,35 @@ class Checkpoint:
         return self.tokenizer.convert_tokens_to_ids(name)
 
     @torch.no_grad()
-    def generate_text(self, task: str, rows: list[dict], max_new_tokens: int) -> list[str]:
-        """Greedy text response of `task` for each row (ASR transcripts, answers)."""
+    def generate_text(self, task: str, rows: list[dict], max_new_tokens: int, batch_size: int = 16) -> list[str]:
+        """Greedy text response of `task` for each row (ASR transcripts, answers), `batch_size` rows
+        per left-padded batch: one decoding step serves the whole batch."""
+        eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
         out = []
-        for row in rows:
-            ids, speech = self.formatter.prompt_with_speech(task, row)
-            prompt = torch.tensor([ids], device=self.model.device)
-            ids = self.model.generate(
-                prompt, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=self.tokenizer.eos_token_id, **self._speech(speech)
+        for first in range(0, len(rows), batch_size):
+            prompts = [self.formatter.prompt_with_speech(task, row) for row in rows[first : first + batch_size]]
+            ids, mask, speech = self._left_padded(prompts, [])
+            generated = self.model.generate(
+                ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos, pad_token_id=pad, **speech
             )
-            out.append(self.tokenizer.decode(ids[0, prompt.shape[1] :], skip_special_tokens=True).strip())
+            for response in generated[:, ids.shape[1] :].tolist():
+                response = response[: response.index(eos)] if eos in response else response
+                out.append(self.tokenizer.decode(response, skip_special_tokens=True).strip())
         return out
+
+    def _left_padded(self, prompts: list[tuple], suffix: list[int]) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """Prompts (ids, speech frames) + `suffix`, right-aligned in one batch: input ids, attention
+        mask and generate's speech arguments (the frames of every speech-frame position in reading
+        order, rows in turn)."""
+        width = max(len(prompt) for prompt, _ in prompts) + len(suffix)
+        ids = torch.full((len(prompts), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, (prompt, _) in enumerate(prompts):
+            ids[row, width - len(prompt) - len(suffix) :] = torch.tensor([*prompt, *suffix])
+            mask[row, width - len(prompt) - len(suffix) :] = 1
+        frames = [speech for _, speech in prompts if speech is not None]
+        speech = self._speech(torch.cat(frames) if frames else None)
+        return ids.to(self.model.device), mask.to(self.model.device), speech
 
     def _speech(self, speech: torch.Tensor | None) -> dict:
         """generate's arguments for a prompt's encoder frames: the frames, and never a frame position generated."""
@@ -85,27 +103,20 @@ class Checkpoint:
         out = []
         for first in range(0, len(rows), batch_size):
             prompts = [self.formatter.prompt_with_speech(task, row) for row in rows[first : first + batch_size]]
-            width = max(len(ids) for ids, _ in prompts) + 1
-            ids = torch.full((len(prompts), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(prompts), width), dtype=torch.long)
-            for row, (prompt, _) in enumerate(prompts):
-                ids[row, width - len(prompt) - 1 :] = torch.tensor([*prompt, self.token(BEGIN_SPEECH)])
-                mask[row, width - len(prompt) - 1 :] = 1
-            # the frames of every speech-frame position, in reading order (rows in turn)
-            frames = [speech for _, speech in prompts if speech is not None]
+            ids, mask, speech = self._left_padded(prompts, [self.token(BEGIN_SPEECH)])
             torch.manual_seed(seed + first)
             generated = self.model.generate(
-                ids.to(self.model.device),
-                attention_mask=mask.to(self.model.device),
+                ids,
+                attention_mask=mask,
                 max_new_tokens=max_new_tokens,
                 min_new_tokens=1,
                 eos_token_id=end,
                 pad_token_id=pad,
                 logits_processor=allowed,
                 **sampling,
-                **self._speech(torch.cat(frames) if frames else None),
+                **speech,
             )
-            for response in generated[:, width:].tolist():
+            for response in generated[:, ids.shape[1] :].tolist():
                 spoken = response[: response.index(end)] if end in response else response
                 out.append([token - start for token in spoken if start <= token < start + self.unit_count])
         return out

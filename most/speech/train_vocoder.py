@@ -1,10 +1,11 @@
 """Stage `train_vocoder`: train the unit-to-mel vocoder on the training set (or install HiFi-GAN weights).
 
-Training data are (units, run lengths, log-mel, F0) of every training utterance: the units and run
-lengths come from `tokenize`, the log-mel and F0 targets from the audio. One step takes a batch of
-utterances of similar length (sorted by length, a random window: little padding). The loss is L1
-on the normalized log-mel, squared error on log run lengths, and cross-entropy on F0 bins; the
-decoder sees the true F0 while training (teacher forcing) and its own prediction when speaking.
+Training data are (units, run lengths, log-mel, F0) of the training utterances (all, or a seeded
+sample of `vocoder.max_utterances`): the units and run lengths come from `tokenize`, the log-mel and
+F0 targets from the audio. One step takes a batch of utterances of similar length (sorted by length,
+a random window: little padding). The loss is L1 on the normalized log-mel, squared error on log run
+lengths, and cross-entropy on F0 bins; the decoder sees the true F0 while training (teacher forcing)
+and its own prediction when speaking.
 """
 
 from __future__ import annotations
@@ -20,16 +21,18 @@ from pathlib import Path
 import torch
 
 from most.io import atomic_directory, read_jsonl, write_json
+from most.rng import rng_for
 from most.speech import corpus, vocoder
 from most.stages import StageResult
 
 log = logging.getLogger(__name__)
 
 
-def load_examples(inputs: dict, mel: vocoder.MelSettings, frames_per_unit: int, threads: int = 1):
-    """(units, durations, log-mel, f0 bins, speaker) per training utterance, sorted by length.
-    Utterances are read and analysed `threads` at a time, each on one torch thread (the same numbers
-    as one after another: every utterance's analysis is its own)."""
+def load_examples(inputs: dict, mel: vocoder.MelSettings, frames_per_unit: int, threads: int = 1, limit: int = 0, seed: int = 0):
+    """(units, durations, log-mel, f0 bins, speaker) per training utterance, sorted by length; at most
+    `limit` utterances (a sample seeded by `seed`; 0: all). Utterances are read and analysed `threads`
+    at a time, each on one torch thread (the same numbers as one after another: every utterance's
+    analysis is its own)."""
     import datasets
 
     tokens_root = Path(inputs["tokens"])
@@ -46,6 +49,8 @@ def load_examples(inputs: dict, mel: vocoder.MelSettings, frames_per_unit: int, 
     ]
     if not records:
         raise ValueError(f"train_vocoder: no training utterances in {tokens_root}")
+    if 0 < limit < len(records):
+        records = [records[i] for i in sorted(rng_for(seed, "vocoder-utterances").sample(range(len(records)), limit))]
 
     def analyse(record):
         wave = corpus.read_wave(audio[record["id"]])
@@ -137,7 +142,7 @@ def train_unit_mel(settings: dict, seed: int, inputs: dict, out: Path, threads: 
         raise ValueError(f"vocoder.hop_ms: the unit frame ({unit_hop:g} samples) must be a whole number of mel hops ({mel.hop})")
     frames_per_unit = int(unit_hop // mel.hop)
     started = time.time()
-    examples = load_examples(inputs, mel, frames_per_unit, threads)
+    examples = load_examples(inputs, mel, frames_per_unit, threads, settings["max_utterances"], seed)
     all_mel = torch.cat([e[2] for e in examples])
     mel_mean, mel_std = all_mel.mean(0), all_mel.std(0) + 1e-5
     speakers = sorted({e[4] for e in examples})
@@ -202,6 +207,7 @@ def train_unit_mel(settings: dict, seed: int, inputs: dict, out: Path, threads: 
     vocoder.save(model, out)
     return {
         "steps": settings["steps"],
+        "utterances": len(examples),
         "seconds": round(time.time() - started, 1),
         "loss_start": first,
         "loss_end": last,

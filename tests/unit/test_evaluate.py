@@ -142,6 +142,14 @@ def test_units_generated_in_left_padded_batches_are_the_units_generated_one_by_o
     assert sampled[0] == sampled[1]
 
 
+def test_text_generated_in_left_padded_batches_is_the_text_generated_one_by_one():
+    checkpoint = tiny_checkpoint({"asr": {"prompt": "{tag}{speech}", "response": "{text}"}})
+    rows = [{"units": units} for units in ([1, 5, 2], [7, 7, 3, 9, 12, 4, 4, 0], [15], [2, 8, 8, 1, 6])]
+    alone = checkpoint.generate_text("asr", rows, max_new_tokens=10, batch_size=1)
+    batched = checkpoint.generate_text("asr", rows, max_new_tokens=10, batch_size=3)
+    assert batched == alone and any(alone) and len(set(alone)) > 1  # not one empty answer for every row
+
+
 def test_audio_lm_likelihoods_can_cover_unit_tokens_only():
     checkpoint = tiny_checkpoint({"speech_lm": {"prompt": "{tag}", "response": "{speech}"}})
     rows = [{"id": "a", "units": [1, 5, 2]}, {"id": "b", "units": [7, 7, 3, 9]}]

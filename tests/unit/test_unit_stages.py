@@ -65,7 +65,7 @@ def prepared(tmp_path_factory):
 def test_fit_tokenize_and_train_on_a_small_corpus(prepared, tmp_path):
     cfg = tiny_config()
     cfg["units"].update(k=16, sample_frames=2000, init_frames=500, kmeans_steps=30, batch_frames=256, min_units=3)
-    cfg["vocoder"].update(steps=6, batch_size=4, crop_units=20)
+    cfg["vocoder"].update(steps=6, batch_size=4, crop_units=20, max_utterances=10)  # a seeded 10 of the 12
     config.validate(cfg)
     prepare = prepared / "prepare"
     assert cfg["units"]["features"] == "whisper_encoder"  # the embedded default
@@ -109,6 +109,7 @@ def test_fit_tokenize_and_train_on_a_small_corpus(prepared, tmp_path):
         config.view(cfg, "train_vocoder"), {"prepare": prepare, "tokens": tmp_path / "tokens"}, {"vocoder": tmp_path / "vocoder"}, threads=1
     )
     assert [step for step, _ in trained.history] == [6]
+    assert json.loads((tmp_path / "vocoder" / "train_report.json").read_text())["utterances"] == 10
     model = vocoder.load(tmp_path / "vocoder")
     assert model.config.speakers == ["espeak:en-us+f1", "espeak:en-us+m3"] and model.config.k == 16
     mel = model.synthesize_mel(first["units"], "espeak:en-us+m3", first["durations"])
