@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from filelock import FileLock
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -155,16 +156,46 @@ def jobs_in(output: str) -> set[str]:
     return {job for job in jobs if job != "all"}
 
 
-@pytest.fixture(scope="session")
-def ran_repo(tmp_path_factory) -> Path:
-    """A git + DVC copy of the repository after `snakemake --cores all` on the tiny config."""
-    repo = copy_repo(tmp_path_factory.mktemp("ran") / "repo")
+def pytest_sessionstart(session) -> None:
+    if not hasattr(session.config, "workerinput"):  # once, in the controller (not in each xdist worker)
+        subprocess.run([str(REPO / "tests" / "slurm" / "cluster.sh"), "tidy"], check=True, timeout=60)
+
+
+def run_tiny_pipeline(root: Path) -> Path:
+    """A git + DVC copy of the repository under `root`, after `snakemake --cores all` on the tiny config."""
+    repo = copy_repo(root / "repo")
     write_config(repo, tiny_config())
     git_init(repo)
-    remote = tmp_path_factory.mktemp("dvc-remote")
-    run(["dvc", "remote", "modify", "--local", "local", "url", str(remote)], repo)
+    use_dvc_remote(repo, root / "dvc-remote")
     result = run(["snakemake", "--cores", "all"], repo)
     (repo / "snakemake-run.log").write_text(result.stdout + result.stderr)
+    return repo
+
+
+def use_dvc_remote(repo: Path, remote: Path) -> None:
+    remote.mkdir(parents=True, exist_ok=True)
+    run(["dvc", "remote", "modify", "--local", "local", "url", str(remote)], repo)
+
+
+@pytest.fixture(scope="session")
+def ran_repo(tmp_path_factory, worker_id) -> Path:
+    """A git + DVC copy of the repository after `snakemake --cores all` on the tiny config.
+
+    The pipeline runs once per test session: under pytest-xdist the first worker to ask runs it while
+    the others wait, then each worker takes a private copy (its own DVC remote too), so no two
+    workers ever write to one repository."""
+    if worker_id == "master":
+        return run_tiny_pipeline(tmp_path_factory.mktemp("ran"))
+    shared = tmp_path_factory.getbasetemp().parent / "ran-once"
+    with FileLock(f"{shared}.lock"):
+        if not (shared / "finished").exists():
+            shutil.rmtree(shared, ignore_errors=True)
+            run_tiny_pipeline(shared)
+            (shared / "finished").touch()
+    root = tmp_path_factory.mktemp("ran")
+    repo = root / "repo"
+    shutil.copytree(shared / "repo", repo, symlinks=True)
+    use_dvc_remote(repo, root / "dvc-remote")
     return repo
 
 
