@@ -5,8 +5,8 @@ import json
 import time
 
 import pytest
-import yaml
 
+from most import config as most_config
 from tests.conftest import REPO, copy_repo, git_init, run, snakemake_plan
 
 pytestmark = pytest.mark.e2e
@@ -36,7 +36,7 @@ def test_make_run_finishes_the_full_embedded_pipeline_within_budget_and_training
     assert seconds["download"] + seconds["prepare"] <= 180, seconds
     report = json.loads((repo / "results" / "embedded" / "prepare" / "quality_report.json").read_text())
     # every configured training sentence spoken and kept, plus the spoken instructions and questions
-    sentences = yaml.safe_load((repo / "config" / "config.yaml").read_text())["download"]["embedded"]["sizes"]["train_sentences"]
+    sentences = most_config.load(repo / "config" / "config.yaml")["download"]["embedded"]["sizes"]["train_sentences"]
     assert sentences < report["splits"]["train"]["utterances"] <= 10000
     assert report["skipped_total"] == 0 and report["held_out_in_training"]["found"] == 0
     # training: posttrain + instruct within 6 minutes on 2 cores, and the model learns ASR
