@@ -5,7 +5,8 @@ are the upstream outputs plus the stage's code and rule file, whose params are t
 the stage reads, and whose outputs are persistent (DVC must not delete what Snakemake decides to
 keep). Paths are written with `${run}` from config/config.yaml, so renaming the run needs no
 regeneration. After a successful `snakemake`, `commit_after_snakemake` records the finished stages
-in dvc.lock so that `dvc status` agrees with Snakemake.
+in dvc.lock so that `dvc status` agrees with Snakemake. The report and the training summaries are
+DVC metrics and the training histories DVC plots, so `dvc metrics diff` and `dvc plots diff` compare runs.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from pathlib import Path
 import yaml
 
 from most import config as most_config
-from most.stages import STAGES, output_path
+from most.stages import OUTPUTS, STAGES, output_path
+from most.train.history import LOSS_CURVE
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,7 @@ HEADER = (
     "# tests/integration/test_dvc.py checks that it matches a fresh export.\n"
 )
 DVC_YAML = Path("dvc.yaml")
+TRAINING_STAGES = ("posttrain", "instruct")  # each writes summary.json and LOSS_CURVE (most.train.stage)
 
 
 def _workflow_jobs(repo: Path) -> list:
@@ -68,8 +71,19 @@ def export(repo: Path) -> str:
             "params": [{"config/config.yaml": list(stage.reads)}],
             "outs": [{templated(str(path)): {"persist": True}} for path in job.output],
         }
-    body = {"vars": ["config/config.yaml"], "stages": stages}
+    body = {"vars": ["config/config.yaml"], "stages": stages, **metrics_and_plots([name for name in TRAINING_STAGES if name in stages])}
     return HEADER + yaml.safe_dump(body, sort_keys=False, default_flow_style=False)
+
+
+def metrics_and_plots(training_stages: list[str]) -> dict:
+    """dvc.yaml's top-level `metrics` (the report's numbers, each training stage's summary) and
+    `plots` (the training loss per step): files inside the stages' outputs, which DVC reads from its
+    cache for other revisions."""
+    run = "results/${run}"
+    metrics = [f"{run}/{OUTPUTS['report_json']}", *(f"{run}/{OUTPUTS[stage]}/summary.json" for stage in training_stages)]
+    curves = {f"{run}/{OUTPUTS[stage]}/{LOSS_CURVE}": "loss" for stage in training_stages}
+    plots = [{"training loss": {"x": "step", "y": curves, "title": "training loss per step", "x_label": "step", "y_label": "loss"}}]
+    return {"metrics": metrics, "plots": plots if curves else []}
 
 
 def main(check: bool = False) -> int:

@@ -35,6 +35,9 @@ ENV_URI = "MLFLOW_TRACKING_URI"
 ENV_EXPERIMENT = "MLFLOW_EXPERIMENT_NAME"
 MAX_PARAM_LENGTH = 6000
 PARAM_BATCH = 100
+# MLflow 3's UI opens an experiment without this tag in its GenAI view (traces, judges, prompts) and
+# hides the training runs under "Evaluation runs"; with it, the experiment opens on its runs
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 
 
 def resolve_uri(tracking: dict) -> str:
@@ -70,6 +73,8 @@ def _experiment_id(client, name: str, uri: str) -> str:
 
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
+        if experiment.tags.get(EXPERIMENT_KIND[0]) is None:  # a store made before the tag was set
+            client.set_experiment_tag(experiment.experiment_id, *EXPERIMENT_KIND)
         return experiment.experiment_id
     # With a database backend and no server, artifacts would land in ./mlruns of whichever folder
     # the first job ran in; pin them next to the database instead.
@@ -77,7 +82,7 @@ def _experiment_id(client, name: str, uri: str) -> str:
     if uri.startswith("sqlite:///"):
         location = (Path(uri[len("sqlite:///") :]).parent / "mlartifacts" / name).as_uri()
     try:
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(name, artifact_location=location, tags=dict([EXPERIMENT_KIND]))
     except MlflowException:  # created concurrently by another job
         return client.get_experiment_by_name(name).experiment_id
 

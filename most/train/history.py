@@ -15,6 +15,13 @@ from pathlib import Path
 from most import tracking
 
 FILE = "history.jsonl"
+LOSS_CURVE = "loss_curve.json"  # beside history.json in the stage's output: the stage's DVC plot
+
+
+def loss_curve(history: list[dict]) -> list[dict]:
+    """Step, loss and learning rate of every step: the fields every step has (DVC plots read only
+    files whose records all have the same fields, and a step logs the losses of its own tasks only)."""
+    return [{"step": entry["step"], "loss": entry["loss"], "lr": entry["lr"]} for entry in history]
 
 
 class StepHistory:

@@ -22,7 +22,7 @@ from most.plots import expert_load_heatmap
 from most.stages import StageResult, process_rank
 from most.speech.feature_store import with_frames
 from most.train.data import task_rows
-from most.train.history import StepHistory
+from most.train.history import LOSS_CURVE, StepHistory, loss_curve
 from most.train.loop import LoopSettings, checkpoint_step, latest_checkpoint, train
 from most.train.mixing import MixedBatches
 from most.train.tasks import Formatter
@@ -191,6 +191,7 @@ def run_stage(stage: str, cfg: dict, inputs: dict, outputs: dict, threads: int) 
         write_json(summary, out / "summary.json")
         write_json({"expert_load": progress.get("expert_load", []), "rows": ["text", "audio"]}, out / "expert_load.json")
         write_json(history, out / "history.json")
+        write_json(loss_curve(history), out / LOSS_CURVE)
         if progress.get("expert_load"):
             expert_load_heatmap(progress["expert_load"], out / "expert_load.png", f"{stage}: expert load per modality")
     shutil.rmtree(checkpoints, ignore_errors=True)

@@ -24,6 +24,30 @@ def test_dvc_status_agrees_after_a_snakemake_run(ran_repo):
     assert "Data and pipelines are up to date" in result.stdout, result.stdout
 
 
+def test_dvc_metrics_and_plots_read_the_report_and_training_curves_and_diff_revisions(fresh_copy):
+    results = fresh_copy / "results" / "embedded"
+    report = json.loads((results / "report.json").read_text())
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], fresh_copy).stdout)[""]["data"]  # "": the workspace
+    assert shown["results/embedded/report.json"]["data"]["asr"]["wer"]["value"] == report["asr"]["wer"]["value"]
+    assert shown["results/embedded/posttrain/summary.json"]["data"]["dev_asr_wer"] == report["training"]["posttrain"]["dev_asr_wer"]
+    plots = json.loads(run(["dvc", "plots", "show", "--json"], fresh_copy).stdout)
+    assert "errors" not in plots, plots.get("errors")
+    points = plots["data"]["training loss"][0]["content"]["data"]["values"]
+    for stage in ("posttrain", "instruct"):
+        steps = [point["step"] for point in points if point["filename"] == f"{stage}/loss_curve.json"]
+        assert steps == list(range(1, len(json.loads((results / stage / "history.json").read_text())) + 1)) and steps, stage
+    # another revision's metrics come from DVC's cache: none differ until the workspace changes
+    run(["git", "-c", "user.name=test", "-c", "user.email=test@example.org", "add", "dvc.lock"], fresh_copy)
+    run(["git", "-c", "user.name=test", "-c", "user.email=test@example.org", "commit", "-qm", "a run"], fresh_copy)
+    assert json.loads(run(["dvc", "metrics", "diff", "HEAD", "--json"], fresh_copy).stdout) == {}
+    committed = report["asr"]["wer"]["value"]
+    report["asr"]["wer"]["value"] = 2.5
+    (results / "report.json").write_text(json.dumps(report))
+    changed = json.loads(run(["dvc", "metrics", "diff", "HEAD", "--json"], fresh_copy).stdout)
+    assert list(changed) == ["results/embedded/report.json"] and list(changed["results/embedded/report.json"]) == ["asr.wer.value"]
+    assert changed["results/embedded/report.json"]["asr.wer.value"] == {"old": committed, "new": 2.5, "diff": 2.5 - committed}
+
+
 def locked(repo, stages):
     return {stage: entry for stage, entry in yaml.safe_load((repo / "dvc.lock").read_text())["stages"].items() if stage in stages}
 

@@ -7,6 +7,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
+from most import tracking
 from tests.conftest import STAGES, edit_config, jobs_in, run, snakemake_plan
 
 
@@ -31,6 +32,8 @@ def test_one_parent_run_with_one_child_per_stage(ran_repo):
     parent = parents[0]
     assert re.fullmatch(r"[0-9a-f]{40}", parent.data.tags["git.commit"])
     assert parent.data.params["prepare.min_duration_s"] == "0.2"
+    # MLflow's UI opens the experiment on its runs, not on its GenAI overview
+    assert client.get_experiment_by_name("most").tags["mlflow.experimentKind"] == "custom_model_development"
     children = children_of(all_runs, parent)
     assert set(children) == set(STAGES)
     assert all(child.info.status == "FINISHED" for child in children.values())
@@ -151,3 +154,12 @@ def test_config_strings_never_reach_a_shell(fresh_copy, value):
     client, found = runs(fresh_copy, experiment=value)
     prepare = next(r for r in found if r.info.run_name == "prepare")
     assert prepare.data.params["prepare.alphabet"].endswith(value)
+
+
+def test_an_experiment_made_before_the_kind_tag_gets_it_on_the_next_run(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    old = client.create_experiment("older")
+    with tracking.stage_run("prepare", {}, {"enabled": True, "uri": uri, "experiment": "older"}, {}, None, None):
+        pass
+    assert client.get_experiment(old).tags["mlflow.experimentKind"] == "custom_model_development"

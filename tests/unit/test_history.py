@@ -5,7 +5,7 @@ import json
 from mlflow import MlflowClient
 
 from most import tracking
-from most.train.history import FILE, StepHistory
+from most.train.history import FILE, StepHistory, loss_curve
 
 
 def tracked(tmp_path):
@@ -75,3 +75,11 @@ def test_a_child_run_that_raises_is_failed_and_outside_a_stage_is_a_no_op(tmp_pa
     assert MlflowClient(tracking_uri=uri).get_run(stage.run_id).info.status == "FINISHED"
     with tracking.child_run("untracked", {}) as untracked:
         assert untracked.run_id is None
+
+
+def test_the_loss_curve_keeps_the_fields_every_step_has():
+    history = [
+        {"step": 1, "loss": 3.0, "loss.asr": 2.0, "lr": 0.1, "grad_norm": 1.0},
+        {"step": 2, "loss": 2.5, "loss.tts": 2.5, "lr": 0.2, "dev_loss.asr": 2.2},
+    ]
+    assert loss_curve(history) == [{"step": 1, "loss": 3.0, "lr": 0.1}, {"step": 2, "loss": 2.5, "lr": 0.2}]
