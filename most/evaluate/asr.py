@@ -16,8 +16,8 @@ import logging
 import time
 from pathlib import Path
 
-from most.evaluate.normalize import word_error_rate
-from most.evaluate.stats import bootstrap_ratio, paired_bootstrap_difference
+from most.evaluate.normalize import chance_word_error_rate, word_error_rate
+from most.evaluate.stats import bootstrap_ratio
 from most.io import atomic_directory, write_json, write_jsonl
 from most.stages import StageResult
 
@@ -32,17 +32,13 @@ def asr_wer(checkpoint, rows: list[dict], max_new_tokens: int, seed: int) -> dic
 
 def score_transcripts(references: list[str], hypotheses: list[str], seed: int) -> dict:
     scored = word_error_rate(references, hypotheses)
-    chance = word_error_rate(references[1:] + references[:1], hypotheses)
     per_utterance = [e / n for e, n in zip(scored["errors"], scored["lengths"]) if n]
     return {
         "wer": scored["wer"],
         "wer_ci": bootstrap_ratio(scored["errors"], scored["lengths"], seed),
         "utterance_mean_wer": scored["utterance_mean"],
         "utterance_mean_wer_ci": bootstrap_ratio(per_utterance, [1] * len(per_utterance), seed),
-        "wer_chance": chance["wer"],
-        "chance_minus_wer_ci": paired_bootstrap_difference(
-            (chance["errors"], chance["lengths"]), (scored["errors"], scored["lengths"]), seed
-        ),
+        **chance_word_error_rate(references, hypotheses, scored, seed),
         "utterances": scored["utterances"],
         "words": scored["words"],
         "errors": scored["errors"],

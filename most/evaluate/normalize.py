@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from most.evaluate.stats import chance_pairing, paired_bootstrap_difference
+
 
 @lru_cache(maxsize=1)
 def _normalizer():
@@ -32,6 +34,15 @@ def word_error_rate(references: list[str], hypotheses: list[str]) -> dict:
     """Corpus WER after normalising both sides, its parts, the utterance mean, and each utterance's
     `errors` and `lengths` (reference words) for bootstrap intervals."""
     return _error_rate(references, hypotheses, str.split, "words")
+
+
+def chance_word_error_rate(references: list[str], hypotheses: list[str], scored: dict, seed: int) -> dict:
+    """The chance baseline of `scored` (`word_error_rate(references, hypotheses)`): the same
+    hypotheses against the next utterance's reference, and a paired interval of chance minus WER
+    (above 0: the hypotheses depend on their own utterance)."""
+    chance = word_error_rate(chance_pairing(references), hypotheses)
+    difference = paired_bootstrap_difference((chance["errors"], chance["lengths"]), (scored["errors"], scored["lengths"]), seed)
+    return {"wer_chance": chance["wer"], "chance_minus_wer_ci": difference}
 
 
 def character_error_rate(references: list[str], hypotheses: list[str]) -> dict:

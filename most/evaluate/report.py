@@ -52,6 +52,7 @@ def headline(inputs: dict) -> dict:
         "tts": {
             "wer": _metric(tts["wer"], tts["utterances"], tts["wer_ci"]),
             "cer": _metric(tts["cer"], tts["utterances"], tts["cer_ci"]),
+            "chance_wer": tts["wer_chance"],
             "ceiling": _ceiling(inputs["ceiling"], tts["split"]),
             "judge": tts["judge"]["kind"],
         },
@@ -71,6 +72,7 @@ def headline(inputs: dict) -> dict:
             "s2s_exact_match": _metric(qa["s2s"]["exact_match"], qa["s2s"]["questions"], qa["s2s"]["exact_match_ci"])
             if "s2s" in qa
             else None,
+            "s2s_chance_accuracy": qa["s2s"]["chance_accuracy"] if "s2s" in qa else None,
             "t2t_accuracy": _metric(qa["t2t"]["accuracy"], qa["t2t"]["questions"], qa["t2t"]["ci"]) if "t2t" in qa else None,
             "by_kind": {
                 kind: {path: _metric(v["accuracy"], v["questions"], v["ci"]) for path, v in paths.items()}
@@ -83,7 +85,7 @@ def headline(inputs: dict) -> dict:
 def _ceiling(path, split: str) -> dict:
     """The judge on the split's original recordings and on their resynthesis (stage unit_ceiling)."""
     measured = json.loads(Path(path).read_text()).get(split, {})
-    return {key: measured[key] for key in ("judge_wer_original", "resynth_wer", "utterances") if key in measured}
+    return {key: measured[key] for key in ("judge_wer_original", "resynth_wer", "resynth_wer_chance", "utterances") if key in measured}
 
 
 def _row(label: str, metric: dict | None, reference: str = "") -> str:
@@ -92,9 +94,21 @@ def _row(label: str, metric: dict | None, reference: str = "") -> str:
     return f"| {label} | {metric['value']:.3f} | {metric['ci_low']:.3f}–{metric['ci_high']:.3f} | {metric['n']} | {reference} |"
 
 
+def _chance(value: float | None) -> str:
+    return "" if value is None else f"chance {value:.3f}"
+
+
+def _tts_reference(tts: dict) -> str:
+    """Chance, and the resynthesis ceiling with its own chance (the ceiling's few sentences: its n)."""
+    ceiling = tts["ceiling"]
+    reference = _chance(tts["chance_wer"])
+    if "resynth_wer" in ceiling:
+        reference += f"; resynthesis ceiling {ceiling['resynth_wer']:.3f} (n {ceiling['utterances']}, its chance {ceiling['resynth_wer_chance']:.3f})"
+    return reference
+
+
 def markdown(report: dict) -> str:
     asr, tts, audio_lm, qa = report["asr"], report["tts"], report["audio_lm"], report["spoken_qa"]
-    ceiling = tts["ceiling"]
     lines = [
         f"# MoST report: run `{report['run']}`",
         "",
@@ -107,7 +121,7 @@ def markdown(report: dict) -> str:
         "|---|---|---|---|---|",
         _row(f"ASR WER ({asr['set']})", asr["wer"], f"chance {asr['chance_wer']:.3f}"),
         _row(f"ASR WER, utterance mean ({asr['set']})", asr["utterance_mean_wer"]),
-        _row(f"TTS WER ({tts['judge']} judge)", tts["wer"], f"resynthesis ceiling {ceiling.get('resynth_wer', float('nan')):.3f}"),
+        _row(f"TTS WER ({tts['judge']} judge)", tts["wer"], _tts_reference(tts)),
         _row("TTS CER", tts["cer"]),
         _row(
             f"Audio LM accuracy (mean of {', '.join(audio_lm['kinds'])}; {audio_lm['score']} log-likelihood)",
@@ -116,7 +130,7 @@ def markdown(report: dict) -> str:
         ),
         _row("Spoken QA S→T accuracy (containment)", qa["s2t_accuracy"]),
         _row("Spoken QA S→T exact match", qa["s2t_exact_match"]),
-        _row("Spoken QA S→S accuracy (containment, judged)", qa["s2s_accuracy"]),
+        _row("Spoken QA S→S accuracy (containment, judged)", qa["s2s_accuracy"], _chance(qa.get("s2s_chance_accuracy"))),
         _row("Spoken QA S→S exact match", qa["s2s_exact_match"]),
         _row("Same questions written, T→T accuracy (no speech path)", qa["t2t_accuracy"]),
         "",

@@ -8,6 +8,7 @@ it equals one (exact match, the official MoST script's rule). Bootstrap 95% CIs 
 Beside them, T->T: the same questions written (`text_qa` template), what the model knows without
 the speech path; S->T far below T->T means the speech input, not the knowledge, limits the answers.
 Both also per kind of question (the rows' `label`: facts and arithmetic in the embedded world).
+S->S has a chance accuracy beside it: its transcripts scored against the next question's answers.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 from pathlib import Path
 
 from most.evaluate.normalize import normalize
-from most.evaluate.stats import bootstrap_ratio
+from most.evaluate.stats import bootstrap_ratio, chance_pairing
 from most.io import atomic_directory, write_json, write_jsonl
 from most.stages import StageResult
 
@@ -108,6 +109,7 @@ def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult
         judge = make_judge(cfg["judge"], corpus.training_texts(inputs["prepare"]), seed, threads)
         spoken = speak_and_judge(checkpoint, speaker, judge, text_answers[: len(spoken_rows)], settings, seed)
         result["s2s"] = scored(spoken["transcripts"], answers[: len(spoken_rows)], seed)
+        result["s2s"]["chance_accuracy"] = scored(spoken["transcripts"], chance_pairing(answers[: len(spoken_rows)]), seed)["accuracy"]
         # the same questions in text: how much the spoken answer loses to the vocoder and the judge
         result["s2s"]["s2t_accuracy_same_questions"] = sum(result["s2t"]["per_question"][: len(spoken_rows)]) / len(spoken_rows)
         result["judge"] = judge.describe()

@@ -26,6 +26,13 @@ def paired_bootstrap_difference(a: tuple, b: tuple, seed: int, samples: int = 10
     return _interval(ratio(top_a, bottom_a) - ratio(top_b, bottom_b), level)
 
 
+def chance_pairing(items: list) -> list:
+    """Each item's reference replaced by the next item's (the last by the first): scored against
+    these, the same outputs give the chance baseline; outputs and references keep their distributions,
+    only which belongs to which is lost."""
+    return items[1:] + items[:1]
+
+
 def _interval(values: np.ndarray, level: float) -> tuple[float, float]:
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(values, [tail, 100 - tail])

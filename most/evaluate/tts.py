@@ -2,7 +2,8 @@
 
 For the first `evaluate.tts_utterances` texts of the test split: TTS prompt -> units (sampled,
 seeded; only unit tokens allowed) -> the run's vocoder -> the judge (`judge` section) -> WER and
-CER against the text, each with a bootstrap 95% CI. The report shows them beside the resynthesis
+CER against the text, each with a bootstrap 95% CI, and the chance WER (the transcripts against the
+next text). The report shows them beside the resynthesis
 ceiling (`units/ceiling.json`: the same judge on the test recordings resynthesized through the same
 units and vocoder, the best WER any model can reach here). A few wavs are kept in the output folder.
 """
@@ -13,7 +14,7 @@ import logging
 import time
 from pathlib import Path
 
-from most.evaluate.normalize import character_error_rate, word_error_rate
+from most.evaluate.normalize import chance_word_error_rate, character_error_rate, word_error_rate
 from most.evaluate.stats import bootstrap_ratio
 from most.io import atomic_directory, write_json, write_jsonl
 from most.stages import StageResult
@@ -41,6 +42,7 @@ def error_rates(references: list[str], hypotheses: list[str], seed: int) -> dict
         "wer": words["wer"],
         "wer_ci": bootstrap_ratio(words["errors"], words["lengths"], seed),
         "utterance_mean_wer": words["utterance_mean"],
+        **chance_word_error_rate(references, hypotheses, words, seed),
         "cer": characters["cer"],
         "cer_ci": bootstrap_ratio(characters["errors"], characters["lengths"], seed),
         "utterances": words["utterances"],
@@ -79,7 +81,13 @@ def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult
         "sampling": {"temperature": settings["tts_temperature"], "top_k": settings["tts_top_k"], "max_units": settings["tts_max_units"]},
         "seconds": round(time.time() - started, 1),
     }
-    log.info("eval_tts: WER %.3f (95%% CI %.3f-%.3f), CER %.3f", result["wer"], *result["wer_ci"], result["cer"])
+    log.info(
+        "eval_tts: WER %.3f (95%% CI %.3f-%.3f; chance %.3f), CER %.3f",
+        result["wer"],
+        *result["wer_ci"],
+        result["wer_chance"],
+        result["cer"],
+    )
     with atomic_directory(outputs["eval_tts"]) as out:
         write_json(result, out / "metrics.json")
         write_jsonl(

@@ -3,7 +3,8 @@
 For the first `ceiling.max_utterances` sentences (task asr) of each configured dev/test split:
 (a) the judge on the original audio; (b) wav -> units -> vocoder (predicted run lengths, as TTS
 will have them) -> judge. (b) is the best TTS WER any model can reach here. Beside them: (b) with
-the true run lengths, and the untrained centroid look-up baseline (log-mel units only).
+the true run lengths, and the untrained centroid look-up baseline (log-mel units only), and the chance WER of (b) (its
+transcripts against the next sentence).
 `units/ceiling.json` holds them per split (WER as fractions); a few wavs go to `units/ceiling_samples/`.
 """
 
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from most.evaluate.normalize import word_error_rate
+from most.evaluate.normalize import chance_word_error_rate, word_error_rate
 from most.io import atomic_directory, write_json
 from most.speech import corpus, vocoder
 from most.speech.judge import make_judge
@@ -81,9 +82,14 @@ def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult
             references = [row["text"] for row in rows]
             results[split] = {"utterances": len(rows)}
             for name, audio in variants.items():
-                scored = word_error_rate(references, judge.transcribe(audio))
+                transcripts = judge.transcribe(audio)
+                scored = word_error_rate(references, transcripts)
                 results[split][name] = scored["wer"]
                 results[split]["words"] = scored["words"]
+                if name == "resynth_wer":
+                    results[split]["resynth_wer_chance"] = chance_word_error_rate(references, transcripts, scored, cfg["seed"])[
+                        "wer_chance"
+                    ]
             for row, original, resynthesized in list(zip(rows, waves, variants["resynth_wer"]))[: settings["samples"]]:
                 soundfile.write(samples / f"{row['id']}.original.flac", original, 16000)
                 soundfile.write(samples / f"{row['id']}.resynth.flac", resynthesized, 16000)

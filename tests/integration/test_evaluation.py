@@ -10,6 +10,9 @@ import pytest
 import soundfile
 from mlflow import MlflowClient
 
+from most.evaluate.normalize import word_error_rate
+from most.evaluate.spoken_qa import scored
+from most.evaluate.stats import chance_pairing
 from tests.conftest import run, snakemake_plan, tiny_config
 
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
@@ -33,6 +36,14 @@ def test_the_report_holds_every_evaluation_with_its_interval(ran_repo):
     assert report["spoken_qa"]["t2t_accuracy"]["n"] == 2
     assert set(report["audio_lm"]["kinds"]) == {"swuggy", "sblimp", "storycloze"}
     assert report["tts"]["ceiling"]["resynth_wer"] >= 0 and report["tts"]["judge"] == "whisper"
+    # chance baselines: the judged transcripts against the next item's text / answers
+    spoken = [json.loads(line) for line in (results(ran_repo) / "eval" / "tts" / "transcripts.jsonl").read_text().splitlines()]
+    texts = [row["text"] for row in spoken]
+    assert report["tts"]["chance_wer"] == word_error_rate(chance_pairing(texts), [row["transcript"] for row in spoken])["wer"]
+    assert report["tts"]["ceiling"]["resynth_wer_chance"] >= 0
+    answered = [json.loads(line) for line in (results(ran_repo) / "eval" / "spoken_qa" / "answers.jsonl").read_text().splitlines()]
+    chance = scored([row["s2s"] for row in answered], chance_pairing([row["answers"] for row in answered]), 0)["accuracy"]
+    assert report["spoken_qa"]["s2s_chance_accuracy"] == chance
     librivox = report["asr"]["sets"]["librivox"]
     assert ("wer" in librivox) == LIBRIVOX.exists() and ("skipped" in librivox) != LIBRIVOX.exists()
     assert re.fullmatch(r"[0-9a-f]{16}", report["config_hash"]) and re.fullmatch(r"[0-9a-f]{40}", report["git"]["git.commit"])
@@ -40,6 +51,8 @@ def test_the_report_holds_every_evaluation_with_its_interval(ran_repo):
     markdown = (results(ran_repo) / "report.md").read_text()
     for label in ("ASR WER (test)", "TTS WER (whisper judge)", "Audio LM accuracy", "Spoken QA S→T accuracy", "Spoken QA S→S accuracy"):
         assert label in markdown
+    tts_row = next(line for line in markdown.splitlines() if line.startswith("| TTS WER"))
+    assert f"chance {report['tts']['chance_wer']:.3f}; resynthesis ceiling" in tts_row
     for plot in ("loss_curves.png", "metrics.png", "expert_load.png"):
         assert (results(ran_repo) / "report_plots" / plot).stat().st_size > 1000 and f"report_plots/{plot}" in markdown
 

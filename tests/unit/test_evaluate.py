@@ -8,9 +8,9 @@ import torch
 
 from most.evaluate.audio_lm import accuracy, pair_scores
 from most.evaluate.generate import AllowedTokens
-from most.evaluate.normalize import character_error_rate, normalize, word_error_rate
+from most.evaluate.normalize import chance_word_error_rate, character_error_rate, normalize, word_error_rate
 from most.evaluate.spoken_qa import by_kind, contains_answer, exact_match, scored
-from most.evaluate.stats import bootstrap_macro_mean
+from most.evaluate.stats import bootstrap_macro_mean, chance_pairing
 
 
 @pytest.mark.parametrize(
@@ -40,6 +40,18 @@ def test_wer_hand_computed():
     assert (scored_["substitutions"], scored_["deletions"], scored_["insertions"]) == (1, 2, 1)
     assert scored_["wer"] == pytest.approx(4 / 5)
     assert scored_["utterance_mean"] == pytest.approx((2 / 3 + 1) / 2)
+
+
+def test_the_chance_baseline_scores_each_output_against_the_next_items_reference():
+    references = ["red ball", "the big dog runs", "cat", "go home now"]
+    perfect = list(references)
+    scored_ = word_error_rate(references, perfect)
+    chance = chance_word_error_rate(references, perfect, scored_, seed=0)
+    # "red ball" vs "the big dog runs": 2 subs + 2 dels; "the big dog runs" vs "cat": 1 sub + 3 ins;
+    # "cat" vs "go home now": 1 sub + 2 dels; "go home now" vs "red ball": 2 subs + 1 ins
+    assert scored_["wer"] == 0 and chance["wer_chance"] == pytest.approx((4 + 4 + 3 + 3) / (4 + 1 + 3 + 2))
+    assert chance["chance_minus_wer_ci"][0] > 0  # every resample: chance above a perfect WER
+    assert chance_pairing([1, 2, 3]) == [2, 3, 1] and chance_pairing([]) == []
 
 
 def test_wer_with_empty_references():
