@@ -157,7 +157,7 @@ STAGES: dict[str, Stage] = {
             "unit_ceiling",
             "most.speech.ceiling",
             ("seed", "judge", "voice", "ceiling"),
-            _SPEECH_CODE + ("most/evaluate/normalize.py",),
+            _SPEECH_CODE + ("most/evaluate/normalize.py", "most/evaluate/stats.py"),
             ("prepare", "kmeans", "vocoder"),
             ("ceiling", "ceiling_samples"),
             "judge WER on original vs resynthesized dev/test audio",
