@@ -109,10 +109,15 @@ def _ceiling(path, split: str, judge: str | None = None) -> dict:
     return {key: figures[key] for key in keys if key in figures} | ({"utterances": measured["utterances"]} if measured else {})
 
 
+def _value_and_ci(metric: dict) -> str:
+    """Two table cells: the value and its 95% interval."""
+    return f"{metric['value']:.3f} | {metric['ci_low']:.3f}–{metric['ci_high']:.3f}"
+
+
 def _row(label: str, metric: dict | None, reference: str = "") -> str:
     if metric is None:
         return f"| {label} | not measured | | | {reference} |"
-    return f"| {label} | {metric['value']:.3f} | {metric['ci_low']:.3f}–{metric['ci_high']:.3f} | {metric['n']} | {reference} |"
+    return f"| {label} | {_value_and_ci(metric)} | {metric['n']} | {reference} |"
 
 
 def _chance(value: float | None) -> str:
@@ -145,14 +150,8 @@ def _by_judge(tts: dict, qa: dict) -> list[str]:
             if "resynth_wer" in ceiling
             else "| "
         )
-        s2s_cells = (
-            f"{s2s['accuracy']['value']:.3f} | {s2s['accuracy']['ci_low']:.3f}–{s2s['accuracy']['ci_high']:.3f} | {s2s['chance_accuracy']:.3f}"
-            if s2s
-            else "not measured | |"
-        )
-        lines.append(
-            f"| {kind} | {wer['value']:.3f} | {wer['ci_low']:.3f}–{wer['ci_high']:.3f} | {figures['chance_wer']:.3f} | {ceiling_cells} | {s2s_cells} |"
-        )
+        s2s_cells = f"{_value_and_ci(s2s['accuracy'])} | {s2s['chance_accuracy']:.3f}" if s2s else "not measured | |"
+        lines.append(f"| {kind} | {_value_and_ci(wer)} | {figures['chance_wer']:.3f} | {ceiling_cells} | {s2s_cells} |")
     lines += ["", *(f"- {figures['settings']}" for figures in tts["judges"].values()), ""]
     return lines
 
@@ -194,9 +193,7 @@ def markdown(report: dict) -> str:
             lines.append(f"| {name} | skipped: {values['skipped']} | | | |")
         else:
             wer = values["wer"]
-            lines.append(
-                f"| {name} | {wer['value']:.3f} | {wer['ci_low']:.3f}–{wer['ci_high']:.3f} | {wer['n']} | {values['chance_wer']:.3f} |"
-            )
+            lines.append(f"| {name} | {_value_and_ci(wer)} | {wer['n']} | {values['chance_wer']:.3f} |")
     lines += [
         "",
         "## Audio LM per kind (pair accuracy; chance 0.5)",
