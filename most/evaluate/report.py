@@ -4,8 +4,8 @@
 `asr.wer`, `tts.wer`, `tts.cer`, `audio_lm.accuracy`, `spoken_qa.s2t_accuracy`, `spoken_qa.s2s_accuracy`
 (null when not measured), plus details, the config hash, the git commit and the content hashes of
 every input. The speech-output numbers are the headline judge's (`judge.kind`); `tts.judges` and
-`spoken_qa.s2s_judges` hold every judge's, each beside its chance. `report.md` shows the same as tables; `report_plots/` holds the loss curves, the metric
-bars and the expert-load heatmap. All of it is also logged to the pipeline's parent MLflow run.
+`spoken_qa.s2s_judges` hold every judge's, each beside its chance. `report.md` shows the same as
+tables; `report_plots/` holds the loss curves, the metric bars and the expert-load heatmap. All of it is also logged to the pipeline's parent MLflow run.
 """
 
 from __future__ import annotations
