@@ -76,6 +76,11 @@ def _check_consistency(config: dict, source: str) -> None:
             raise ConfigError(
                 f"invalid config in {source}:\n  download.synthesis.voices.test: {shared} also speak train/dev data; test voices must be unseen"
             )
+        if synthesis["output_voice"]["name"] in set(voices["dev"]) | set(voices["test"]):
+            raise ConfigError(
+                f"invalid config in {source}:\n  download.synthesis.output_voice.name: {synthesis['output_voice']['name']!r} is a dev/test "
+                "voice; the model learns to speak in the output voice, so held-out voices must not be it"
+            )
         for key in ("rate", "pitch", "neural_length_scale"):
             low, high = synthesis[key]
             if low > high:

@@ -83,7 +83,16 @@ _SCORING_CODE = (
     "most/speech/kmeans.py",
     "most/speech/units.py",
 )
-_TRAIN_CODE = ("most/train", "most/model", *_SCORING_CODE, "most/speech/feature_store.py", "most/plots.py", "most/io.py", "most/rng.py")
+_TRAIN_CODE = (
+    "most/train",
+    "most/model",
+    *_SCORING_CODE,
+    "most/speech/feature_store.py",
+    "most/data/sources.py",
+    "most/plots.py",
+    "most/io.py",
+    "most/rng.py",
+)
 _EVAL_CODE = (
     "most/evaluate",
     "most/train",
@@ -148,7 +157,7 @@ STAGES: dict[str, Stage] = {
             "train_vocoder",
             "most.speech.train_vocoder",
             ("seed", "vocoder"),
-            _SPEECH_CODE,
+            _SPEECH_CODE + ("most/data/sources.py",),  # the output voice's rows
             ("prepare", "tokens"),
             ("vocoder",),
             "unit-to-speech vocoder trained on the training set",
@@ -157,7 +166,7 @@ STAGES: dict[str, Stage] = {
             "unit_ceiling",
             "most.speech.ceiling",
             ("seed", "judge", "voice", "ceiling"),
-            _SPEECH_CODE + ("most/evaluate/normalize.py", "most/evaluate/stats.py"),
+            _SPEECH_CODE + ("most/data/sources.py", "most/evaluate/normalize.py", "most/evaluate/stats.py"),
             ("prepare", "kmeans", "vocoder"),
             ("ceiling", "ceiling_samples"),
             "judge WER on original vs resynthesized dev/test audio",

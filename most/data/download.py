@@ -55,8 +55,12 @@ def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult
 # synthesis shared by the embedded corpus and spoken hub text sets
 
 
-def _voice_for(item_key: str, split: str, synthesis: dict, seed: int) -> synth.Voice:
-    """A voice drawn per item (per pair for minimal pairs), independent of item order."""
+def _voice_for(item_key: str, split: str, synthesis: dict, seed: int, task: str = "") -> synth.Voice:
+    """A voice drawn per item (per pair for minimal pairs), independent of item order; the output
+    voice, at its fixed rate and pitch, for the embedded corpus's `tts` items."""
+    if task == "tts":
+        output = synthesis["output_voice"]
+        return synth.Voice("espeak", output["name"], rate=output["rate"], pitch=output["pitch"])
     rng = rng_for(seed, "voice", item_key)
     if split == "test_neural":
         low, high = synthesis["neural_length_scale"]
@@ -107,12 +111,13 @@ def download_embedded(settings: dict, seed: int, out: Path, threads: int) -> dic
     synthesis = settings["synthesis"]
     for group in ("train", "dev", "test"):
         synth.check_espeak_voices(synthesis["voices"][group], f"download.synthesis.voices.{group}")
+    synth.check_espeak_voices([synthesis["output_voice"]["name"]], "download.synthesis.output_voice.name")
     items = world.build_texts(settings["embedded"]["sizes"], seed)
     spoken = [item for item in items if item.spoken]
     log.info("embedded world: %d spoken items, %d text items", len(spoken), len(items) - len(spoken))
     jobs = []
     for item in spoken:
-        voice = _voice_for(item.pair_id or item.id, item.split, synthesis, seed)
+        voice = _voice_for(item.pair_id or item.id, item.split, synthesis, seed, item.task)
         jobs.append(synth.SpeechJob(item.id, item.text, voice, str(out / "audio" / item.split / f"{item.id}.flac")))
     durations = speak(jobs, synthesis["shard_size"], SYNTHESIS_RATE, threads)
     rows = [

@@ -30,6 +30,14 @@ def is_spoken(task: str) -> bool:
     return not task.startswith("text_")
 
 
+def output_voice_rows(rows) -> list[dict]:
+    """The recordings of the voice the model learns to speak in (TTS targets, the vocoder's data,
+    the resynthesis ceiling): the `tts` rows, which the embedded corpus speaks in its one output
+    voice, or the `asr` rows of a corpus without them (hub and local data)."""
+    rows = list(rows)
+    return [row for row in rows if row["task"] == "tts"] or [row for row in rows if row["task"] == "asr"]
+
+
 def record(**values) -> dict:
     """A metadata/text row with every field present and typed (stable for `datasets`)."""
     row = {

@@ -746,7 +746,8 @@ class TextItem:
 
 
 TASKS = {
-    "asr": "a sentence of the grammar (ASR and TTS)",
+    "asr": "a sentence of the grammar (ASR), spoken by the split's voices",
+    "tts": "an ASR sentence again, spoken by the one output voice (TTS targets, the vocoder, the resynthesis ceiling)",
     "spoken_qa": "a spoken question; response/answers hold the gold answer(s)",
     "spoken_instruction": "a spoken instruction; response holds the answer",
     "swuggy": "a word or a pronounceable non-word (pair_id, label)",
@@ -930,6 +931,13 @@ def build_texts(sizes: dict, seed: int) -> list[TextItem]:
         for statement in fact.statements():
             corpus.add("train", "text_lm", statement)
 
+    # the output voice speaks the first sentences of each split again: the speech the model learns to
+    # produce (one voice, as the paper's single-speaker vocoder) and the vocoder learns to render
+    for split in ("train", "dev", "test"):
+        sentences = [item.text for item in corpus.items if item.task == "asr" and item.split == split]
+        for text in sentences[: sizes[f"tts_{split}_sentences"]]:
+            corpus.add(split, "tts", text)
+
     check_no_leakage(corpus.items)
     return corpus.items
 
@@ -940,7 +948,10 @@ def check_no_leakage(items: list[TextItem]) -> None:
     Training text is every train item's text and response. sWUGGY-like items are single words of
     the vocabulary by design (they test lexical knowledge), so they are exempt.
     """
-    held_out = {item.text: item.id for item in items if item.split != "train" and item.task != "swuggy"}
+    held_out: dict[str, str] = {}
+    for item in items:
+        if item.split != "train" and item.task != "swuggy":
+            held_out.setdefault(item.text, item.id)  # a text's first item (the output voice repeats some)
     training = [text for item in items if item.split == "train" for text in (item.text, item.response) if text]
     found = held_out_found_in(training, held_out)
     if found:

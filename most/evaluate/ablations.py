@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from most import tracking
+from most.data.sources import output_voice_rows
 from most.evaluate.stats import bootstrap_over_seeds_and_items
 from most.io import write_json
 from most.stages import StageResult, code_digest, process_rank
@@ -65,6 +66,7 @@ def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult
         raise ValueError(f"ablations: {inputs['tokens']}/test has {len(asr_rows)} asr utterances; at least 2 are needed")
     items = {
         "asr": asr_rows,
+        "tts": output_voice_rows(test)[: settings["asr_utterances"]],  # TTS loss: the units of the output voice
         "pairs": [row for row in test if row["task"] in KINDS and row["units"]],
         "texts": held_out_texts(inputs["prepare"], cfg["model"]["eval_sentences"]),
     }
@@ -210,7 +212,7 @@ def train_and_measure(
         f"{task}_loss": [[-total for total, _ in scored], [count for _, count in scored]]
         for task, scored in (
             ("asr", checkpoint.log_likelihoods("asr", items["asr"])),
-            ("tts", checkpoint.log_likelihoods("tts", items["asr"], units_only=True)),
+            ("tts", checkpoint.log_likelihoods("tts", items["tts"], units_only=True)),
         )
     }
     losses = {metric: sum(top) / max(1, sum(bottom)) for metric, (top, bottom) in per_utterance.items()}

@@ -15,6 +15,7 @@ import logging
 import time
 from pathlib import Path
 
+from most.data.sources import output_voice_rows
 from most.evaluate.normalize import chance_word_error_rate, character_error_rate, word_error_rate
 from most.evaluate.stats import bootstrap_ratio
 from most.io import atomic_directory, write_json, write_jsonl
@@ -64,11 +65,10 @@ def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult
     from most.speech.units import UnitTokenizer
 
     settings, seed, started = cfg["evaluate"], cfg["seed"], time.time()
-    rows = [row for row in datasets.load_from_disk(str(Path(inputs["tokens"]) / SPLIT)) if row["task"] == "asr"][
-        : settings["tts_utterances"]
-    ]
+    # the texts of the output voice's test recordings, whose units are the reference length
+    rows = output_voice_rows(datasets.load_from_disk(str(Path(inputs["tokens"]) / SPLIT)))[: settings["tts_utterances"]]
     if len(rows) < 2:
-        raise ValueError(f"eval_tts: {inputs['tokens']}/{SPLIT} has {len(rows)} asr utterances; at least 2 are needed")
+        raise ValueError(f"eval_tts: {inputs['tokens']}/{SPLIT} has {len(rows)} tts or asr utterances; at least 2 are needed")
     checkpoint = Checkpoint.load(Path(inputs["instruct"]), cfg["tasks"]["templates"], threads)
     speaker = Speaker(Path(inputs["vocoder"]), UnitTokenizer.load(Path(inputs["kmeans"])), cfg["voice"])
     judges = make_judges(cfg["judge"], corpus.training_texts(inputs["prepare"]), seed, threads)

@@ -1,9 +1,9 @@
 """Stage `unit_ceiling`: how well can anything speak through these units and this vocoder?
 
-For the first `ceiling.max_utterances` sentences (task asr) of each configured dev/test split:
-(a) the judge on the original audio; (b) wav -> units -> vocoder (predicted run lengths, as TTS
-will have them) -> judge. (b) is the best TTS WER any model can reach here. Beside them: (b) with
-the true run lengths, the untrained centroid look-up baseline (log-mel units only), and the chance
+For the first `ceiling.max_utterances` held-out sentences of each configured dev/test split, in the
+output voice (`sources.output_voice_rows`): (a) the judge on the original audio; (b) wav -> units
+-> vocoder (predicted run lengths, as TTS will have them) -> judge. (b) is the best TTS WER any
+model can reach here. Beside them: (b) with the true run lengths, the untrained centroid look-up baseline (log-mel units only), and the chance
 WER of (b) (its transcripts against the next sentence); each for every judge (`judge.kind`, whose
 figures are the headline, and `judge.second`).
 `units/ceiling.json` holds them per split (WER as fractions); a few wavs go to `units/ceiling_samples/`.
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from most.data.sources import output_voice_rows
 from most.evaluate.normalize import chance_word_error_rate, word_error_rate
 from most.io import atomic_directory, write_json
 from most.speech import corpus, vocoder
@@ -48,7 +49,9 @@ class Speaker:
     def speak(self, units: list[int], durations: list[int] | None = None) -> np.ndarray:
         if isinstance(self.model, vocoder.UnitHifiGan):
             return self.model.synthesize(units, durations)
-        return self.mel.griffin_lim(self.model.synthesize_mel(units, self.speaker, durations), self.settings["griffin_lim_iterations"])
+        return self.mel.griffin_lim(
+            self.model.synthesize_mel(units, self.speaker, durations, self.settings["f0"]), self.settings["griffin_lim_iterations"]
+        )
 
     def speak_centroids(self, units: list[int], durations: list[int]) -> np.ndarray:
         return self.mel.griffin_lim(self.centroid.synthesize_mel(units, durations), self.settings["griffin_lim_iterations"])
@@ -67,9 +70,10 @@ def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult
     results = {}
     with atomic_directory(outputs["ceiling_samples"]) as samples:
         for split in settings["splits"]:
-            rows = corpus.rows(inputs["prepare"], [split], tasks=["asr"])[: settings["max_utterances"]]
+            # the output voice's recordings of held-out texts: what TTS should sound like
+            rows = output_voice_rows(corpus.rows(inputs["prepare"], [split], tasks=["tts", "asr"]))[: settings["max_utterances"]]
             if not rows:
-                log.warning("unit_ceiling: split %s has no asr utterances; skipped", split)
+                log.warning("unit_ceiling: split %s has no asr or tts utterances; skipped", split)
                 continue
             waves = [corpus.read_wave(row) for row in rows]
             encoded = tokenizer.encode(waves, [row["id"] for row in rows])
@@ -92,7 +96,13 @@ def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult
                         chance = chance_word_error_rate(references, transcripts, scored, cfg["seed"])
                         by_judge[judge.kind]["resynth_wer_chance"] = chance["wer_chance"]
             # the headline judge's figures, and every judge's under `judges`
-            results[split] = {"utterances": len(rows), "words": words, **by_judge[judges[0].kind], "judges": by_judge}
+            results[split] = {
+                "task": rows[0]["task"],
+                "utterances": len(rows),
+                "words": words,
+                **by_judge[judges[0].kind],
+                "judges": by_judge,
+            }
             for row, original, resynthesized in list(zip(rows, waves, variants["resynth_wer"]))[: settings["samples"]]:
                 soundfile.write(samples / f"{row['id']}.original.flac", original, 16000)
                 soundfile.write(samples / f"{row['id']}.resynth.flac", resynthesized, 16000)

@@ -1,11 +1,12 @@
 """Stage `train_vocoder`: train the unit-to-mel vocoder on the training set (or install HiFi-GAN weights).
 
-Training data are (units, run lengths, log-mel, F0) of the training utterances (all, or a seeded
-sample of `vocoder.max_utterances`): the units and run lengths come from `tokenize`, the log-mel and
-F0 targets from the audio. One step takes a batch of utterances of similar length (sorted by length,
-a random window: little padding). The loss is L1 on the normalized log-mel, squared error on log run
-lengths, and cross-entropy on F0 bins; the decoder sees the true F0 while training (teacher forcing)
-and its own prediction when speaking.
+Training data are (units, run lengths, log-mel, F0) of the training utterances of the output voice
+(`sources.output_voice_rows`), all or a seeded sample of `vocoder.max_utterances`: the units and run
+lengths come from `tokenize`, the log-mel and F0 targets from the audio. One step takes a batch of
+utterances of similar length (sorted by length, a random window: little padding). The loss is L1 on
+the normalized log-mel, squared error on log run lengths, and cross-entropy on F0 bins; the decoder
+sees the true F0 while training (teacher forcing) and the F0 predictor's contour when speaking
+(`voice.f0: predicted`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from most.data.sources import output_voice_rows
 from most.io import atomic_directory, read_jsonl, write_json
 from most.rng import rng_for
 from most.speech import corpus, vocoder
@@ -47,8 +49,9 @@ def load_examples(inputs: dict, mel: vocoder.MelSettings, frames_per_unit: int, 
         for split_dir in sorted(p for p in tokens_root.iterdir() if p.is_dir() and p.name.startswith("train"))
         for record in datasets.load_from_disk(str(split_dir))
     ]
+    records = output_voice_rows(records)
     if not records:
-        raise ValueError(f"train_vocoder: no training utterances in {tokens_root}")
+        raise ValueError(f"train_vocoder: no training utterances of task tts or asr in {tokens_root}")
     if 0 < limit < len(records):
         records = [records[i] for i in sorted(rng_for(seed, "vocoder-utterances").sample(range(len(records)), limit))]
 
@@ -122,13 +125,18 @@ def loss_terms(model: vocoder.UnitMelVocoder, batch: dict) -> dict[str, torch.Te
     return {"mel_l1": mel, "duration_mse": duration, "f0_ce": f0}
 
 
-def warmup_cosine(steps: int, warmup_fraction: float = 0.05):
-    """Learning-rate factor per step: linear warmup, then cosine decay to zero; valid for any number of steps."""
+def learning_rate_factor(steps: int, schedule: str = "cosine", warmup_fraction: float = 0.05):
+    """Learning-rate factor per step: linear warmup, then `constant` or `cosine` decay to zero; valid
+    for any number of steps."""
+    if schedule not in ("constant", "cosine"):
+        raise ValueError(f"vocoder.schedule: {schedule!r} is not constant or cosine")
     warmup = max(1, round(steps * warmup_fraction))
 
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
+        if schedule == "constant":
+            return 1.0
         return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
     return factor
@@ -174,7 +182,7 @@ def train_unit_mel(settings: dict, seed: int, inputs: dict, out: Path, threads: 
     torch.manual_seed(seed)
     model = vocoder.UnitMelVocoder(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings["learning_rate"])
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(settings["steps"]))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate_factor(settings["steps"], settings["schedule"]))
     generator = torch.Generator().manual_seed(seed)
     size = min(settings["batch_size"], len(examples))
     speaker_index = {name: i for i, name in enumerate(speakers)}

@@ -178,8 +178,9 @@ class UnitMelVocoder(nn.Module):
         return self.config.speakers.index(speaker)
 
     @torch.no_grad()
-    def synthesize_mel(self, units: list[int], speaker: str, durations: list[int] | None = None) -> torch.Tensor:
-        """Log-mel [frames, n_mels] for one deduplicated unit sequence (durations predicted if not given)."""
+    def synthesize_mel(self, units: list[int], speaker: str, durations: list[int] | None = None, f0: str = "predicted") -> torch.Tensor:
+        """Log-mel [frames, n_mels] for one deduplicated unit sequence (durations predicted if not given);
+        F0 on the predicted voiced frames: the speaker's `median`, or the `predicted` contour."""
         if not units:
             return torch.zeros(0, self.config.n_mels)
         self.eval()
@@ -191,10 +192,17 @@ class UnitMelVocoder(nn.Module):
         index, position = run_positions([d * self.config.frames_per_unit for d in durations])
         frame_mask = torch.ones(1, len(index))
         frames = self.regulate(encoded, index[None], position[None], frame_mask, speakers)
-        # the predicted voicing at the speaker's median pitch: a monotone voice is easier to
-        # understand than the pitch classifier's frame-by-frame guesses
-        voiced = self.f0_logits(frames, frame_mask).softmax(-1)[..., 0] < 0.5
-        f0 = torch.where(voiced, self.config.speaker_f0[int(speakers[0])], 0)
+        # voicing is always predicted; the pitch of a voiced frame is the F0 predictor's (the decoder
+        # trains on true F0, which the predictor learns) or the speaker's median (a monotone)
+        probabilities = self.f0_logits(frames, frame_mask).softmax(-1)
+        voiced = probabilities[..., 0] < 0.5
+        if f0 == "predicted":  # the most likely voiced bin of each voiced frame
+            pitch = probabilities[..., 1:].argmax(-1) + 1
+        elif f0 == "median":
+            pitch = torch.full_like(voiced, self.config.speaker_f0[int(speakers[0])], dtype=torch.long)
+        else:
+            raise ValueError(f"voice.f0: {f0!r} is not median or predicted")
+        f0 = torch.where(voiced, pitch, 0)
         mel = self.decode(frames, f0, frame_mask)[0]
         return mel * torch.tensor(self.config.mel_std) + torch.tensor(self.config.mel_mean)
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from most.data.sources import output_voice_rows
 from most.io import read_jsonl
 
-# task -> the corpus task whose rows it uses (TTS reads the ASR rows the other way round)
+# task -> the corpus task whose rows it uses (TTS reads its rows the other way round: text -> units)
 SOURCE_TASK = {
     "asr": "asr",
-    "tts": "asr",
+    "tts": "tts",  # the output voice's recordings (sources.output_voice_rows)
     "spoken_instruction": "spoken_instruction",
     "spoken_qa": "spoken_qa",
     "text_lm": "text_lm",
@@ -18,7 +19,7 @@ SOURCE_TASK = {
     "speech_lm": "asr",  # speech continuation: runs of 2-5 same-voice ASR utterances' units, no text
 }
 SPEECH_LM_RUN_LENGTHS = (2, 3, 4, 5)  # utterances per speech_lm example, in turn
-SPEECH_TASKS = {"asr", "spoken_instruction", "spoken_qa"}
+SPEECH_TASKS = {"asr", "tts", "spoken_instruction", "spoken_qa"}
 
 
 def task_rows(tasks: list[str], split: str, tokens: Path, prepare: Path) -> dict[str, list[dict]]:
@@ -29,6 +30,8 @@ def task_rows(tasks: list[str], split: str, tokens: Path, prepare: Path) -> dict
     if unknown:
         raise ValueError(f"mix: unknown task(s) {unknown} (known: {sorted(SOURCE_TASK)})")
     wanted = {SOURCE_TASK[task] for task in tasks}
+    if "tts" in wanted:
+        wanted.add("asr")  # the fallback for a split without output-voice rows
     by_source: dict[str, list[dict]] = {source: [] for source in wanted}
     if wanted & SPEECH_TASKS and (Path(tokens) / split).exists():
         for row in datasets.load_from_disk(str(Path(tokens) / split)):
@@ -39,6 +42,8 @@ def task_rows(tasks: list[str], split: str, tokens: Path, prepare: Path) -> dict
         for row in read_jsonl(text):
             if row["task"] in wanted:
                 by_source[row["task"]].append(row)
+    if "tts" in by_source:
+        by_source["tts"] = output_voice_rows(by_source["tts"] + by_source["asr"])
     out = {task: by_source[SOURCE_TASK[task]] for task in tasks}
     if "speech_lm" in out:
         out["speech_lm"] = speech_runs(out["speech_lm"])

@@ -109,6 +109,10 @@ def embedded():
             lambda c: c["download"]["synthesis"]["voices"]["test"].append("en-us+m1"),
             r"download\.synthesis\.voices\.test: \['en-us\+m1'\] also speak train/dev data",
         ),
+        (
+            lambda c: c["download"]["synthesis"]["output_voice"].__setitem__("name", "en-us+m5"),
+            r"download\.synthesis\.output_voice\.name: 'en-us\+m5' is a dev/test voice",
+        ),
         (lambda c: c["base_lm"].__setitem__("num_experts_per_token", 9), r"base_lm\.num_experts_per_token must fit in half"),
         (lambda c: c["model"].__setitem__("routing", "soft"), r"model\.routing: 'soft' is not one of"),
         (lambda c: c.__setitem__("run", "a b"), r"run: 'a b' does not match"),

@@ -105,6 +105,23 @@ def test_speech_lm_examples_join_two_to_five_utterances_of_one_voice():
         assert run["units"] == list(range(first, first + len(parts) + 1))
 
 
+def test_tts_learns_the_output_voice_where_the_corpus_has_one_else_the_asr_recordings(tmp_path):
+    import datasets
+
+    from most.train.data import task_rows
+
+    def write(split, rows):
+        datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "tokens" / split))
+
+    row = {"text": "a b", "units": [1, 2], "speaker": "s"}
+    write("train", [{**row, "id": "a1", "task": "asr"}, {**row, "id": "t1", "task": "tts"}, {**row, "id": "a2", "task": "asr"}])
+    write("dev", [{**row, "id": "a3", "task": "asr"}])
+    found = task_rows(["asr", "tts"], "train", tmp_path / "tokens", tmp_path / "prepare")
+    assert [r["id"] for r in found["asr"]] == ["a1", "a2"] and [r["id"] for r in found["tts"]] == ["t1"]
+    # a split without output-voice recordings (hub corpora): TTS speaks like the ASR recordings
+    assert [r["id"] for r in task_rows(["tts"], "dev", tmp_path / "tokens", tmp_path / "prepare")["tts"]] == ["a3"]
+
+
 def test_a_row_without_units_is_named(formatter):
     with pytest.raises(ValueError, match="row r2 has no units"):
         formatter.example("asr", {"id": "r2", "text": "x", "units": []})

@@ -36,6 +36,48 @@ def test_unit_mel_length_follows_given_and_predicted_durations():
         model.synthesize_mel(units, "c")
 
 
+def test_voiced_frames_get_the_predicted_contour_or_the_speakers_median_and_unvoiced_frames_none():
+    model = small_unit_mel()
+    seen = []
+    decode = model.decode
+    model.decode = lambda frames, f0, mask: seen.append(f0) or decode(frames, f0, mask)
+    with torch.no_grad():
+        model.f0_head.weight.zero_()
+        model.f0_head.bias.fill_(-5.0)
+        model.f0_head.bias[7] = 5.0  # every frame voiced, the predictor's bin 7
+    units, durations = [3, 7, 1], [2, 1, 2]
+    model.synthesize_mel(units, "b", durations, f0="predicted")
+    model.synthesize_mel(units, "b", durations, f0="median")
+    assert seen[0].unique().tolist() == [7] and seen[1].unique().tolist() == [40]  # speaker b's median bin
+    with torch.no_grad():
+        model.f0_head.bias[0] = 10.0  # now every frame unvoiced
+    model.synthesize_mel(units, "b", durations, f0="predicted")
+    assert seen[2].unique().tolist() == [0]
+    with pytest.raises(ValueError, match="voice.f0"):
+        model.synthesize_mel(units, "b", durations, f0="flat")
+
+
+def test_the_decoder_hears_the_same_planted_contour_in_training_and_in_synthesis():
+    from most.speech.train_vocoder import loss_terms, make_batch
+
+    model = small_unit_mel()
+    seen = []
+    decode = model.decode
+    model.decode = lambda frames, f0, mask: seen.append(f0[0]) or decode(frames, f0, mask)
+    units, durations = [3, 7, 1], [2, 1, 2]
+    frames = sum(durations) * model.config.frames_per_unit
+    contour = torch.tensor([0, 0, 12, 13, 14, 15, 15, 15, 16, 0, 0, 30, 31, 31, 30, 29, 28, 0, 0, 0])
+    assert len(contour) == frames
+    # training: the contour is the utterance's true F0, fed to the decoder (teacher forcing)
+    example = (units, durations, torch.zeros(frames, 80), contour, "a")
+    loss_terms(model, make_batch([example], 32, model.config.frames_per_unit, torch.zeros(80), torch.ones(80), {"a": 0}))
+    # synthesis: the F0 predictor (planted to predict the contour) gives it to the decoder
+    planted = torch.nn.functional.one_hot(contour, vocoder.F0_BINS).float()[None] * 20
+    model.f0_logits = lambda frames, mask: planted
+    model.synthesize_mel(units, "a", durations, f0="predicted")
+    assert torch.equal(seen[0], contour) and torch.equal(seen[1], contour)
+
+
 def test_griffin_lim_gives_a_waveform_of_the_mel_length():
     model = small_unit_mel()
     mel = model.synthesize_mel([1, 2, 3], "b", [3, 3, 3])
@@ -78,9 +120,9 @@ def test_hifigan_output_length_follows_durations():
 
 @pytest.mark.parametrize("steps", [1, 2, 20, 800])
 def test_learning_rate_warms_up_then_decays_for_any_step_count(steps):
-    from most.speech.train_vocoder import warmup_cosine
+    from most.speech.train_vocoder import learning_rate_factor
 
-    factor = warmup_cosine(steps)
+    factor = learning_rate_factor(steps, "cosine")
     values = [factor(step) for step in range(steps)]
     assert all(0 < value <= 1 for value in values[: max(1, steps - 1)])
     assert max(values) == 1
@@ -90,3 +132,13 @@ def test_learning_rate_warms_up_then_decays_for_any_step_count(steps):
         assert values[-1] < 0.01
     if steps >= 40:  # warmup is 5% of the steps
         assert values[0] < 0.1
+    constant = learning_rate_factor(steps, "constant")
+    assert [constant(step) for step in range(peak, steps)] == [1.0] * (steps - peak)
+    assert [constant(step) for step in range(peak)] == values[:peak]
+
+
+def test_an_unknown_schedule_is_refused_by_its_key():
+    from most.speech.train_vocoder import learning_rate_factor
+
+    with pytest.raises(ValueError, match="vocoder.schedule"):
+        learning_rate_factor(10, "linear")

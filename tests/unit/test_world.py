@@ -35,6 +35,15 @@ def test_sizes_per_split_and_task(items):
     assert len({i.id for i in items}) == len(items)
 
 
+def test_the_output_voice_speaks_the_first_sentences_of_each_split_again(items):
+    for split in ("train", "dev", "test"):
+        sentences = [i.text for i in items if i.split == split and i.task == "asr"]
+        again = [i.text for i in items if i.split == split and i.task == "tts"]
+        assert again == sentences[: SIZES[f"tts_{split}_sentences"]] and again
+    sizes = {**SIZES, "tts_train_sentences": 0}
+    assert not [i for i in world.build_texts(sizes, seed=7) if i.split == "train" and i.task == "tts"]
+
+
 def test_no_held_out_text_occurs_in_any_training_text(items):
     held_out = [i.text for i in items if i.split != "train" and i.task != "swuggy"]
     training = " | ".join(t for i in items if i.split == "train" for t in (i.text, i.response))
