@@ -72,6 +72,7 @@ def tiny_config() -> dict:
         qa_max_new_tokens=8,
     )
     config["ablations"].update(steps=4, seeds=[1, 2], asr_utterances=3)
+    sizes["tts_test_sentences"] = config["evaluate"]["tts_utterances"]  # the TTS test speaks the output voice's test texts
     # a tiny stage is mostly interpreter start-up (one core): one CPU per job lets Snakemake and SLURM
     # run independent stages side by side
     for resources in config["resources"].values():

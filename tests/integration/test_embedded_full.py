@@ -59,6 +59,10 @@ def test_make_run_finishes_the_full_embedded_pipeline_within_budget_and_training
         assert metric["ci_low"] <= metric["value"] <= metric["ci_high"] and metric["n"] >= 60, (section, name, metric)
     asr = json.loads((repo / "results" / "embedded" / "eval" / "asr" / "metrics.json").read_text())
     assert asr["sets"]["test"]["chance_minus_wer_ci"][0] > 0, asr["sets"]["test"]
+    # the model speaks the test texts (one output voice) better than chance, as both judges hear it
+    tts = json.loads((repo / "results" / "embedded" / "eval" / "tts" / "metrics.json").read_text())
+    for kind, figures in tts["judges"].items():
+        assert figures["chance_minus_wer_ci"][0] > 0, (kind, figures["wer"], figures["wer_chance"], figures["chance_minus_wer_ci"])
     assert (repo / "results" / "embedded" / "report.md").read_text().count("95% CI") >= 2
     started = time.monotonic()
     assert snakemake_plan(repo) == set()
