@@ -3,9 +3,9 @@
 For the first `ceiling.max_utterances` held-out sentences of each configured dev/test split, in the
 output voice (`sources.output_voice_rows`): (a) the judge on the original audio; (b) wav -> units
 -> vocoder (predicted run lengths, as TTS will have them) -> judge. (b) is the best TTS WER any
-model can reach here. Beside them: (b) with the true run lengths, the untrained centroid look-up baseline (log-mel units only), and the chance
-WER of (b) (its transcripts against the next sentence); each for every judge (`judge.kind`, whose
-figures are the headline, and `judge.second`).
+model can reach here. Beside them: (b) with the true run lengths, the untrained centroid look-up
+baseline (log-mel units only), and the chance WER of (b) (its transcripts against the next
+sentence); each for every judge (`judge.kind`, whose figures are the headline, and `judge.second`).
 `units/ceiling.json` holds them per split (WER as fractions); a few wavs go to `units/ceiling_samples/`.
 """
 

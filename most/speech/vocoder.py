@@ -202,8 +202,7 @@ class UnitMelVocoder(nn.Module):
             pitch = torch.full_like(voiced, self.config.speaker_f0[int(speakers[0])], dtype=torch.long)
         else:
             raise ValueError(f"voice.f0: {f0!r} is not median or predicted")
-        f0 = torch.where(voiced, pitch, 0)
-        mel = self.decode(frames, f0, frame_mask)[0]
+        mel = self.decode(frames, torch.where(voiced, pitch, 0), frame_mask)[0]
         return mel * torch.tensor(self.config.mel_std) + torch.tensor(self.config.mel_mean)
 
 

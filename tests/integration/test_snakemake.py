@@ -234,13 +234,13 @@ def test_the_training_stages_write_their_summaries(ran_repo):
 def test_the_ceiling_holds_both_numbers_for_the_output_voices_test_recordings(ran_repo):
     ceiling = json.loads((ran_repo / "results" / "embedded" / "units" / "ceiling.json").read_text())
     assert set(ceiling) == {"test", "judge", "judges"}
-    for split in ("test",):
-        assert 0 <= ceiling[split]["judge_wer_original"] and 0 <= ceiling[split]["resynth_wer"]
-        assert ceiling[split]["utterances"] == 2 and ceiling[split]["words"] > 0 and ceiling[split]["task"] == "tts"
-        # both judges (judge.kind, judge.second) on every variant; the headline figures are the first's
-        assert set(ceiling[split]["judges"]) == {"whisper", "pocketsphinx"}
-        assert all({"judge_wer_original", "resynth_wer", "resynth_wer_chance"} <= set(v) for v in ceiling[split]["judges"].values())
-        assert ceiling[split]["resynth_wer"] == ceiling[split]["judges"]["whisper"]["resynth_wer"]
+    test = ceiling["test"]
+    assert 0 <= test["judge_wer_original"] and 0 <= test["resynth_wer"]
+    assert test["utterances"] == 2 and test["words"] > 0 and test["task"] == "tts"
+    # both judges (judge.kind, judge.second) on every variant; the headline figures are the first's
+    assert set(test["judges"]) == {"whisper", "pocketsphinx"}
+    assert all({"judge_wer_original", "resynth_wer", "resynth_wer_chance"} <= set(v) for v in test["judges"].values())
+    assert test["resynth_wer"] == test["judges"]["whisper"]["resynth_wer"]
     assert ceiling["judge"]["kind"] == "whisper" and [judge["kind"] for judge in ceiling["judges"]] == ["whisper", "pocketsphinx"]
     samples = sorted(p.name for p in (ran_repo / "results" / "embedded" / "units" / "ceiling_samples").iterdir() if p.suffix == ".flac")
     assert samples == ["embedded-tts-test-00000.original.flac", "embedded-tts-test-00000.resynth.flac"]
