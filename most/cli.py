@@ -28,7 +28,13 @@ def _add_stage(commands, stage: stages.Stage) -> None:
     parser.add_argument("--output", metavar="PATH", help=f"output `{main}` (default: results/<run>/{stages.OUTPUTS[main]})")
     for name in extra:
         parser.add_argument(f"--{_flag(name)}", metavar="PATH", help=f"output `{name}` (default: results/<run>/{stages.OUTPUTS[name]})")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="worker processes (outputs do not depend on it)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="CPU threads or worker processes (the workflow passes resources.<stage>.cpus); a rerun with the same "
+        "count gives identical outputs, another count can round floats differently and so change generated outputs",
+    )
     parser.add_argument("--log", metavar="FILE", help="this job's log file, attached to its MLflow run")
     parser.set_defaults(handler=lambda args: run_stage(stage.name, args))
 
