@@ -176,12 +176,12 @@ class SpreadCopies(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, hidden: torch.Tensor, source: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(source, positions)
+        ctx.save_for_backward(positions)
         return hidden.index_select(0, source)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        _, positions = ctx.saved_tensors
+        (positions,) = ctx.saved_tensors
         return sum_copies(grad, positions), None, None
 
 
@@ -191,12 +191,12 @@ class CombineCopies(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, rows: torch.Tensor, source: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(source, positions)
+        ctx.save_for_backward(source)
         return sum_copies(rows, positions)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        source, _ = ctx.saved_tensors
+        (source,) = ctx.saved_tensors
         return grad.index_select(0, source), None, None
 
 
