@@ -33,7 +33,7 @@ from torch import nn
 
 from most.model import MoSTConfig
 from most.model.configuration import deepseek_v2_lite_shapes
-from most.model.moe import MoSTSparseMoeBlock, grouped_matmul, token_counts
+from most.model.moe import MoSTSparseMoeBlock, grouped_matmul, sort_by_expert
 
 # peak dense bf16 tensor FLOP/s for MFU, by device name fragment
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
@@ -102,11 +102,8 @@ class GemmFloor(nn.Module):
         with torch.no_grad():
             flat = hidden.reshape(-1, hidden.shape[-1])
             indices = block.gate(flat, modality.reshape(-1), mask.reshape(-1)).indices
-            flat_expert = indices.reshape(-1)
-            order = torch.argsort(flat_expert, stable=True)
+            order, self.row_expert, self.offsets = sort_by_expert(indices, block.experts.num_experts)
             self.sorted_rows = flat.index_select(0, order // indices.shape[1])
-            self.row_expert = flat_expert[order]
-            self.offsets = torch.cumsum(token_counts(flat_expert, block.experts.num_experts), 0).to(torch.int32)
 
     def forward(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         experts = self.block.experts

@@ -139,17 +139,24 @@ class MoSTExperts(nn.Module):
         return out
 
     def _grouped(self, hidden, indices, weights):
-        flat_expert = indices.reshape(-1)
-        order = torch.argsort(flat_expert, stable=True)
+        order, row_expert, offsets = sort_by_expert(indices, self.num_experts)
         source, positions = copy_layout(order, indices.shape[1])
-        row_expert = flat_expert[order]
-        offsets = torch.cumsum(token_counts(flat_expert, self.num_experts), 0).to(torch.int32)
         x = SpreadCopies.apply(hidden, source, positions)
         gate, up = grouped_matmul(x, self.gate_up_proj.transpose(1, 2), offsets, row_expert).chunk(2, dim=-1)
         # the routing weight scales the expert's inner activation (narrower than hidden; the same by linearity)
         inner = self.act_fn(gate) * up * weights.reshape(-1).index_select(0, order)[:, None]
         y = grouped_matmul(inner, self.down_proj.transpose(1, 2), offsets, row_expert)
         return CombineCopies.apply(y, source, positions)
+
+
+def sort_by_expert(indices: torch.Tensor, num_experts: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The tokens' routed copies (`indices` [T, k]) sorted by expert: `order` [T*k], the flat copy
+    index of each sorted row; each sorted row's expert; and the int32 end offset of each expert's rows,
+    as `F.grouped_mm` takes them."""
+    flat_expert = indices.reshape(-1)
+    order = torch.argsort(flat_expert, stable=True)
+    offsets = torch.cumsum(token_counts(flat_expert, num_experts), 0).to(torch.int32)
+    return order, flat_expert[order], offsets
 
 
 def copy_layout(order: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
