@@ -17,7 +17,7 @@ from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.masking_utils import create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import MoeCausalLMOutputWithPast
+from transformers.modeling_outputs import MoeCausalLMOutputWithPast, MoeModelOutputWithPast
 from transformers.models.deepseek_v2.modeling_deepseek_v2 import (
     DeepseekV2Attention,
     DeepseekV2MLP,
@@ -60,6 +60,13 @@ class SpeechProjector(nn.Module):
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         frames = (frames.to(self.feature_mean.dtype) - self.feature_mean) / self.feature_std
         return self.linear_out(self.act(self.linear_in(frames.to(self.linear_in.weight.dtype))))
+
+
+@dataclass
+class MoSTModelOutput(MoeModelOutputWithPast):
+    """Adds each MoE layer's routing (what the balance losses and routing statistics read)."""
+
+    routings: list | None = None
 
 
 @dataclass
@@ -160,8 +167,9 @@ class MoSTModel(MoSTPreTrainedModel):
         modality_ids=None,
         use_cache=None,
         speech_features=None,
+        output_hidden_states=None,
         **kwargs,
-    ):
+    ) -> MoSTModelOutput:
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("MoSTModel: give exactly one of input_ids or inputs_embeds")
         if modality_ids is None:
@@ -194,7 +202,12 @@ class MoSTModel(MoSTPreTrainedModel):
         hidden_states = inputs_embeds
         position_embeddings = self.rotary_emb(hidden_states, position_ids)
         routings = []
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        all_hidden_states = [] if output_hidden_states else None
         for layer in self.layers:
+            if all_hidden_states is not None:  # each layer's input, as transformers' decoders count them
+                all_hidden_states.append(hidden_states)
             hidden_states, routing = layer(
                 hidden_states,
                 modality_ids,
@@ -207,7 +220,15 @@ class MoSTModel(MoSTPreTrainedModel):
             )
             if routing is not None:
                 routings.append(routing)
-        return self.norm(hidden_states), cache, routings
+        hidden_states = self.norm(hidden_states)
+        if all_hidden_states is not None:
+            all_hidden_states.append(hidden_states)
+        return MoSTModelOutput(
+            last_hidden_state=hidden_states,
+            cache=cache,
+            hidden_states=tuple(all_hidden_states) if all_hidden_states is not None else None,
+            routings=routings,
+        )
 
 
 class MoSTForCausalLM(MoSTPreTrainedModel, GenerationMixin):
@@ -232,12 +253,13 @@ class MoSTForCausalLM(MoSTPreTrainedModel, GenerationMixin):
         logits_to_keep: int = 0,
         output_routing_stats: bool = False,
         speech_features=None,
+        output_hidden_states=None,
         **kwargs,
     ) -> MoSTCausalLMOutput:
         """`speech_features` [frames, feature dim]: the encoder frames of every speech-frame position
         of `input_ids`, in reading order (continuous speech input only)."""
         cache = cache if cache is not None else kwargs.pop("past_key_values", None)  # the pre-5.40 name
-        hidden, cache, routings = self.model(
+        outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
@@ -246,8 +268,10 @@ class MoSTForCausalLM(MoSTPreTrainedModel, GenerationMixin):
             modality_ids=modality_ids,
             use_cache=use_cache,
             speech_features=speech_features,
+            output_hidden_states=output_hidden_states,
             **kwargs,
         )
+        hidden, cache, routings = outputs.last_hidden_state, outputs.cache, outputs.routings
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:]
         logits = self.lm_head(hidden)
@@ -268,7 +292,14 @@ class MoSTForCausalLM(MoSTPreTrainedModel, GenerationMixin):
             if wants_balance:
                 loss = loss + self.config.aux_loss_alpha * aux_loss
         return MoSTCausalLMOutput(
-            loss=loss, logits=logits, cache=cache, aux_loss=aux_loss, aux_losses=aux_losses, expert_load=load, in_group_mass=mass
+            loss=loss,
+            logits=logits,
+            cache=cache,
+            hidden_states=outputs.hidden_states,
+            aux_loss=aux_loss,
+            aux_losses=aux_losses,
+            expert_load=load,
+            in_group_mass=mass,
         )
 
     def prepare_inputs_for_generation(self, input_ids, modality_ids=None, speech_features=None, **kwargs):
@@ -284,4 +315,4 @@ class MoSTForCausalLM(MoSTPreTrainedModel, GenerationMixin):
         return inputs
 
 
-__all__ = ["MoSTConfig", "MoSTForCausalLM", "MoSTModel", "MoSTPreTrainedModel", "SpeechProjector", "modality_from_ids"]
+__all__ = ["MoSTConfig", "MoSTForCausalLM", "MoSTModel", "MoSTModelOutput", "MoSTPreTrainedModel", "SpeechProjector", "modality_from_ids"]

@@ -5,6 +5,7 @@ import dataclasses
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, LogitsProcessor, LogitsProcessorList
+from transformers.utils import ModelOutput
 
 from most.model import MoSTConfig, MoSTForCausalLM
 from most.model.moe import CombineCopies, MoSTSparseMoeBlock, SpreadCopies, balance_losses, copy_layout, in_group_mass
@@ -359,6 +360,28 @@ def test_cached_generate_equals_uncached_in_both_input_modes(speech_input, tmp_p
         assert torch.equal(loaded.generate(prompt, max_new_tokens=8, do_sample=False, **inputs), cached)
 
 
+def test_outputs_are_model_outputs_with_hidden_states_on_request():
+    """As every transformers decoder: a `ModelOutput`, and with `output_hidden_states` the embeddings and
+    each layer's output, the last one normalized (the input of the head)."""
+    torch.manual_seed(0)
+    model = MoSTForCausalLM(tiny_config()).eval()
+    ids = torch.cat([torch.randint(3, UNIT_START, (2, 5)), torch.randint(UNIT_START, UNIT_START + UNIT_COUNT, (2, 4))], 1)
+    with torch.no_grad():
+        plain = model(input_ids=ids)
+        out = model(input_ids=ids, output_hidden_states=True)
+        base = model.model(input_ids=ids, output_hidden_states=True)
+    assert isinstance(out, ModelOutput) and isinstance(base, ModelOutput) and plain.hidden_states is None
+    assert len(out.hidden_states) == model.config.num_hidden_layers + 1
+    assert all(h.shape == (2, 9, model.config.hidden_size) for h in out.hidden_states)
+    torch.testing.assert_close(out.hidden_states[0], model.model.embed_tokens(ids))
+    torch.testing.assert_close(out.logits, model.lm_head(out.hidden_states[-1]))
+    torch.testing.assert_close(out.logits, plain.logits)
+    torch.testing.assert_close(base.last_hidden_state, out.hidden_states[-1])
+    model.config.output_hidden_states = True  # the config default, as transformers reads it
+    with torch.no_grad():
+        assert len(model(input_ids=ids).hidden_states) == model.config.num_hidden_layers + 1
+
+
 def test_balance_losses_are_per_group_and_ignore_padding():
     torch.manual_seed(0)
     model = MoSTForCausalLM(tiny_config(aux_loss_alpha=0.1)).train()
@@ -368,7 +391,7 @@ def test_balance_losses_are_per_group_and_ignore_padding():
     assert set(out.aux_losses) == {"text", "audio", "all"}
     assert torch.allclose(out.aux_loss, out.aux_losses["text"] + out.aux_losses["audio"])
     # each group's loss is summed over the MoE layers, as the reference adds one loss per layer
-    _, _, routings = model.model(input_ids=ids, attention_mask=mask)
+    routings = model.model(input_ids=ids, attention_mask=mask).routings
     assert len(routings) == 2
     for name in ("text", "audio", "all"):
         torch.testing.assert_close(out.aux_losses[name], sum(balance_losses(routing, model.config)[name] for routing in routings))
