@@ -1,6 +1,7 @@
 # Two commands set everything up on a fresh machine:
 #   make run    create .venv, install, run the embedded pipeline (CPU, offline, minutes)
-#   make test   create .venv, install, run the tests (the end-to-end ones: make test-e2e)
+#   make test   create .venv, install, run the unit tests and the integration smoke tests (minutes;
+#               the other integration tests: make test-integration; the end-to-end ones: make test-e2e)
 # Both are idempotent: the venv is rebuilt only when pyproject.toml changes.
 
 PYTHON ?= python3
@@ -10,7 +11,7 @@ STAMP := $(VENV)/.installed
 # Tools of the venv first on PATH, for the rules' `most` and for dvc's `snakemake` commands.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install run pull test test-e2e clean
+.PHONY: install run pull lint test test-integration test-e2e clean
 
 install: $(STAMP)
 
@@ -32,10 +33,21 @@ pull: $(STAMP)
 	$(BIN)/snakemake --cores all config_views
 	$(BIN)/snakemake --cores all --touch
 
+# The workflow (Snakemake's linter, snakefmt) and the Python (ruff), checked, never rewritten:
+# `snakefmt workflow` and `ruff format .` apply the formatting.
+lint: $(STAMP)
+	$(BIN)/snakemake --lint
+	$(BIN)/snakefmt --check workflow
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
 # Two workers: most tests wait on one-core stage processes (interpreter and library start-up), so a
 # second worker doubles the throughput on 2 cores. Tests that need one port share a group (one worker).
 test: $(STAMP)
 	$(BIN)/python -m pytest --numprocesses 2 --dist loadgroup --durations=20
+
+test-integration: $(STAMP)
+	$(BIN)/python -m pytest --numprocesses 2 --dist loadgroup --durations=20 -m 'integration and not e2e and not slow'
 
 test-e2e: $(STAMP)
 	$(BIN)/python -m pytest -m 'e2e or slow' --durations=10

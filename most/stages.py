@@ -283,6 +283,22 @@ STAGES: dict[str, Stage] = {
 }
 
 
+def builds_base_lm(config: dict) -> bool:
+    """The embedded default pretrains its base LM; a hub or folder base is loaded by graft directly."""
+    return config["model"]["base"] == "embedded"
+
+
+def default_stages(config: dict) -> list[str]:
+    """The stages a plain `snakemake` runs (rule all), in pipeline order: all but the `ablations`
+    target, and `pretrain_base` only for the embedded base."""
+    return [name for name in STAGES if name != "ablations" and (name != "pretrain_base" or builds_base_lm(config))]
+
+
+def stage_inputs(stage: str, config: dict) -> list[str]:
+    """The upstream outputs `stage` reads under `config` (graft reads base_lm only if it is built)."""
+    return [name for name in STAGES[stage].inputs if name != "base_lm" or builds_base_lm(config)]
+
+
 def upstream_stages(stage: str) -> list[str]:
     """Every stage whose outputs `stage` reads, directly or through others, in pipeline order."""
     producer = {output: other.name for other in STAGES.values() for output in other.outputs}

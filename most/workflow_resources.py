@@ -1,5 +1,5 @@
-"""Per-stage compute requests from the config, as Snakemake resources (and thus sbatch flags), and
-the `accelerate launch` command line that training stages run with.
+"""Per-stage compute requests from the config, as Snakemake resources (and thus sbatch flags), the
+environment every job inherits, and the `accelerate launch` command line that training stages run with.
 
 The mapping follows snakemake-executor-plugin-slurm 2.8:
 - one node: `gpu: N` becomes `--gpus=N`; the job step runs the rule once (`srun -n1`);
@@ -13,10 +13,20 @@ resources (unlike params) never trigger a rerun.
 
 from __future__ import annotations
 
+import os
 import shlex
+import sys
+from pathlib import Path
 
 MAIN_PROCESS_PORT = 29500
 ACCELERATE_CONFIGS = "config/accelerate"  # relative to the repository root, where every job runs
+
+
+def export_job_environment(repo: Path) -> None:
+    """Every job runs the checkout being run (`repo` first on PYTHONPATH) and the `most` installed beside
+    the interpreter running Snakemake, activated or not (conda envs put theirs first)."""
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(repo), os.environ.get("PYTHONPATH", "")) if p)
+    os.environ["PATH"] = os.pathsep.join((os.path.dirname(sys.executable), os.environ.get("PATH", "")))
 
 
 def snakemake_resources(resources: dict) -> dict:

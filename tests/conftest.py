@@ -157,6 +157,16 @@ def jobs_in(output: str) -> set[str]:
     return {job for job in jobs if job != "all"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(config, items) -> None:
+    """Every test under tests/integration is `integration` (`make test-integration`) unless it is marked
+    `smoke`: those few stay in `make test`, with the unit tests."""
+    integration = REPO / "tests" / "integration"
+    for item in items:
+        if Path(item.path).is_relative_to(integration) and item.get_closest_marker("smoke") is None:
+            item.add_marker(pytest.mark.integration)
+
+
 def pytest_sessionstart(session) -> None:
     if not hasattr(session.config, "workerinput"):  # once, in the controller (not in each xdist worker)
         subprocess.run([str(REPO / "tests" / "slurm" / "cluster.sh"), "tidy"], check=True, timeout=60)

@@ -3,13 +3,40 @@
 import filecmp
 import json
 
+import pytest
 import yaml
 
+from most import config
+from most.stages import STAGES, default_stages, output_path, stage_inputs
 from tests.conftest import REPO, edit_config, jobs_in, run, snakemake_plan
 
 
+@pytest.mark.smoke
 def test_committed_dvc_yaml_matches_a_fresh_export(tmp_path):
     assert run(["most", "export-dvc", "--check"], REPO).returncode == 0
+
+
+@pytest.mark.smoke
+def test_the_rules_read_and_write_what_the_registry_says(ran_repo):
+    """dvc.yaml is exported from the stage registry: Snakemake's own record of the finished run (its
+    detailed summary, which lists a job's inputs once its outputs exist) must hold the same stages,
+    each reading and writing the registry's paths."""
+    summary = run(["snakemake", "--detailed-summary"], ran_repo).stdout.splitlines()
+    header = summary[0].split("\t")
+    rows = [dict(zip(header, line.split("\t"))) for line in summary[1:] if line.count("\t") >= len(header) - 1]
+    cfg = config.load(ran_repo / "config" / "config.yaml")
+    views = f"results/{cfg['run']}/config/"
+    planned: dict[str, dict[str, set]] = {}
+    for row in rows:
+        job = planned.setdefault(row["rule"], {"outputs": set(), "inputs": set()})
+        job["outputs"].add(row["output_file"])
+        job["inputs"] |= {path for path in row["input-file(s)"].split(",") if path not in ("", "-") and not path.startswith(views)}
+    stages = default_stages(cfg)
+    assert sorted(set(planned) & set(STAGES)) == sorted(stages)
+    for stage in stages:
+        want_outputs = {str(output_path(cfg["run"], name)) for name in STAGES[stage].outputs}
+        want_inputs = {str(output_path(cfg["run"], name)) for name in stage_inputs(stage, cfg)}
+        assert planned[stage] == {"outputs": want_outputs, "inputs": want_inputs}, stage
 
 
 def test_a_stale_dvc_yaml_is_detected(fresh_copy):
@@ -19,6 +46,7 @@ def test_a_stale_dvc_yaml_is_detected(fresh_copy):
     assert result.returncode == 1 and "out of date" in result.stderr
 
 
+@pytest.mark.smoke
 def test_dvc_status_agrees_after_a_snakemake_run(ran_repo):
     result = run(["dvc", "status"], ran_repo)
     assert "Data and pipelines are up to date" in result.stdout, result.stdout

@@ -23,6 +23,7 @@ def results(repo) -> Path:
     return repo / "results" / "embedded"
 
 
+@pytest.mark.smoke
 def test_the_report_holds_every_evaluation_with_its_interval(ran_repo):
     report = json.loads((results(ran_repo) / "report.json").read_text())
     for section, name in HEADLINE:
@@ -70,6 +71,7 @@ def test_the_report_holds_every_evaluation_with_its_interval(ran_repo):
         assert (results(ran_repo) / "report_plots" / plot).stat().st_size > 1000 and f"report_plots/{plot}" in markdown
 
 
+@pytest.mark.smoke
 def test_the_evaluations_keep_their_items_and_samples(ran_repo):
     asr = [json.loads(line) for line in (results(ran_repo) / "eval" / "asr" / "transcripts.jsonl").read_text().splitlines()]
     assert {row["set"] for row in asr} >= {"test", "test_neural"} and all("hypothesis" in row for row in asr)

@@ -4,6 +4,8 @@ import json
 import re
 import shutil
 
+import pytest
+
 from most import config
 from tests.conftest import REPO, STAGES, copy_repo, git_init, run
 
@@ -26,6 +28,7 @@ def planned_jobs(output: str) -> dict[str, dict]:
     return jobs
 
 
+@pytest.mark.smoke
 def test_snakemake_plans_the_paper_pipeline_with_its_cluster_requests(tmp_path):
     repo = copy_repo(tmp_path / "repo")
     result = run(["snakemake", "-n", "--cores", "all", "--profile", "slurm", "--configfile", "config/paper.yaml"], repo)

@@ -21,6 +21,7 @@ EVAL_STAGES = {"eval_asr", "eval_tts", "eval_audio_lm", "eval_spoken_qa", "repor
 REPORT_VIEW = "stage_config[stage=report]"  # the report reads (and hashes) every section its numbers depend on
 
 
+@pytest.mark.smoke
 def test_a_finished_run_leaves_nothing_to_do(ran_repo):
     for stage in STAGES:
         assert (ran_repo / "results" / "embedded" / "logs" / f"{stage}.log").stat().st_size > 0
@@ -41,6 +42,7 @@ def test_a_finished_run_leaves_nothing_to_do(ran_repo):
     assert time.monotonic() - started <= 5
 
 
+@pytest.mark.smoke
 def test_the_embedded_corpus_is_complete_and_clean(ran_repo):
     report = json.loads((ran_repo / "results" / "embedded" / "prepare" / "quality_report.json").read_text())
     assert report["skipped_total"] == 0 and report["rows"] == report["kept"]
@@ -202,6 +204,7 @@ def test_a_rerun_after_an_edit_runs_only_that_stage(fresh_copy):
     assert snakemake_plan(fresh_copy) == set()
 
 
+@pytest.mark.smoke
 def test_the_graft_checkpoint_loads_and_generates(ran_repo):
     import torch
     from transformers import AutoTokenizer
@@ -218,6 +221,7 @@ def test_the_graft_checkpoint_loads_and_generates(ran_repo):
     assert torch.equal(torch.tensor(model.config.audio_expert_ids), torch.arange(8, 16))
 
 
+@pytest.mark.smoke
 def test_the_training_stages_write_their_summaries(ran_repo):
     for stage in ("posttrain", "instruct"):
         summary = json.loads((ran_repo / "results" / "embedded" / stage / "summary.json").read_text())
@@ -231,6 +235,7 @@ def test_the_training_stages_write_their_summaries(ran_repo):
     assert not list((ran_repo / "results" / "embedded" / "checkpoints").glob("*/step_*"))
 
 
+@pytest.mark.smoke
 def test_the_ceiling_holds_both_numbers_for_the_output_voices_test_recordings(ran_repo):
     ceiling = json.loads((ran_repo / "results" / "embedded" / "units" / "ceiling.json").read_text())
     assert set(ceiling) == {"test", "judge", "judges"}

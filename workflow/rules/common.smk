@@ -1,5 +1,4 @@
 # Helpers every rule file uses. Paths and per-stage settings come from most.stages / most.config.
-import os
 import sys
 from pathlib import Path
 
@@ -8,13 +7,12 @@ from snakemake.utils import validate
 # The checkout being run is the code that runs: the helpers imported here and every job's `most`.
 REPO = Path(workflow.basedir).parent
 sys.path.insert(0, str(REPO))
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
-# `most` lives beside the interpreter running Snakemake, activated or not (conda envs come first).
-os.environ["PATH"] = os.pathsep.join((os.path.dirname(sys.executable), os.environ.get("PATH", "")))
 
 from most import config as most_config
 from most import stages
-from most.workflow_resources import snakemake_resources
+from most.workflow_resources import export_job_environment, snakemake_resources
+
+export_job_environment(REPO)
 
 validate(config, schema="../schemas/config.schema.yaml")
 most_config.validate(config, source="the workflow config")
@@ -65,5 +63,4 @@ def stage_resources(stage):
 # goes first, so a 1-CPU job beside it (the unit ceiling) never holds a core the 2-CPU training waits for.
 MODEL_CHAIN_PRIORITY = 10
 
-# the embedded default pretrains its base LM; a hub or folder base is loaded by graft directly
-PRETRAIN_BASE = config["model"]["base"] == "embedded"
+PRETRAIN_BASE = stages.builds_base_lm(config)

@@ -6,20 +6,19 @@ rule download:
         config=stage_config("download"),
     output:
         directory(f"{RESULTS}/download"),
-    params:
-        code=code_digest("download"),
-    threads: stage_threads("download")
-    resources:
-        **stage_resources("download"),
     log:
         stage_log("download"),
     benchmark:
         stage_benchmark("download")
     conda:
         MOST_ENV
+    threads: stage_threads("download")
+    resources:
+        **stage_resources("download"),
+    params:
+        code=code_digest("download"),
     shell:
-        "most download --config {input.config:q} --output {output:q}"
-        " --threads {resources.cpus_per_task} --log {log:q} > {log:q} 2>&1"
+        "most download --config {input.config:q} --output {output:q}" " --threads {resources.cpus_per_task} --log {log:q} > {log:q} 2>&1"
 
 
 rule prepare:
@@ -29,17 +28,17 @@ rule prepare:
         download=rules.download.output[0],
     output:
         directory(f"{RESULTS}/prepare"),
-    params:
-        code=code_digest("prepare"),
-    threads: stage_threads("prepare")
-    resources:
-        **stage_resources("prepare"),
     log:
         stage_log("prepare"),
     benchmark:
         stage_benchmark("prepare")
     conda:
         MOST_ENV
+    threads: stage_threads("prepare")
+    resources:
+        **stage_resources("prepare"),
+    params:
+        code=code_digest("prepare"),
     shell:
         "most prepare --config {input.config:q} --download {input.download:q} --output {output:q}"
         " --threads {resources.cpus_per_task} --log {log:q} > {log:q} 2>&1"

@@ -13,17 +13,17 @@ rule eval_asr:
         instruct=rules.instruct.output[0],
     output:
         directory(f"{RESULTS}/eval/asr"),
-    params:
-        code=code_digest("eval_asr"),
-    threads: stage_threads("eval_asr")
-    resources:
-        **stage_resources("eval_asr"),
     log:
         stage_log("eval_asr"),
     benchmark:
         stage_benchmark("eval_asr")
     conda:
         MOST_ENV
+    threads: stage_threads("eval_asr")
+    resources:
+        **stage_resources("eval_asr"),
+    params:
+        code=code_digest("eval_asr"),
     shell:
         "most eval_asr --config {input.config:q} --prepare {input.prepare:q} --tokens {input.tokens:q} --features {input.features:q} --kmeans {input.kmeans:q}"
         " --instruct {input.instruct:q} --output {output:q} --threads {resources.cpus_per_task} --log {log:q} > {log:q} 2>&1"
@@ -40,17 +40,17 @@ rule eval_tts:
         instruct=rules.instruct.output[0],
     output:
         directory(f"{RESULTS}/eval/tts"),
-    params:
-        code=code_digest("eval_tts"),
-    threads: stage_threads("eval_tts")
-    resources:
-        **stage_resources("eval_tts"),
     log:
         stage_log("eval_tts"),
     benchmark:
         stage_benchmark("eval_tts")
     conda:
         MOST_ENV
+    threads: stage_threads("eval_tts")
+    resources:
+        **stage_resources("eval_tts"),
+    params:
+        code=code_digest("eval_tts"),
     shell:
         "most eval_tts --config {input.config:q} --prepare {input.prepare:q} --tokens {input.tokens:q} --kmeans {input.kmeans:q}"
         " --vocoder {input.vocoder:q} --instruct {input.instruct:q} --output {output:q}"
@@ -65,17 +65,17 @@ rule eval_audio_lm:
         instruct=rules.instruct.output[0],
     output:
         directory(f"{RESULTS}/eval/audio_lm"),
-    params:
-        code=code_digest("eval_audio_lm"),
-    threads: stage_threads("eval_audio_lm")
-    resources:
-        **stage_resources("eval_audio_lm"),
     log:
         stage_log("eval_audio_lm"),
     benchmark:
         stage_benchmark("eval_audio_lm")
     conda:
         MOST_ENV
+    threads: stage_threads("eval_audio_lm")
+    resources:
+        **stage_resources("eval_audio_lm"),
+    params:
+        code=code_digest("eval_audio_lm"),
     shell:
         "most eval_audio_lm --config {input.config:q} --tokens {input.tokens:q} --instruct {input.instruct:q} --output {output:q}"
         " --threads {resources.cpus_per_task} --log {log:q} > {log:q} 2>&1"
@@ -93,17 +93,17 @@ rule eval_spoken_qa:
         instruct=rules.instruct.output[0],
     output:
         directory(f"{RESULTS}/eval/spoken_qa"),
-    params:
-        code=code_digest("eval_spoken_qa"),
-    threads: stage_threads("eval_spoken_qa")
-    resources:
-        **stage_resources("eval_spoken_qa"),
     log:
         stage_log("eval_spoken_qa"),
     benchmark:
         stage_benchmark("eval_spoken_qa")
     conda:
         MOST_ENV
+    threads: stage_threads("eval_spoken_qa")
+    resources:
+        **stage_resources("eval_spoken_qa"),
+    params:
+        code=code_digest("eval_spoken_qa"),
     shell:
         "most eval_spoken_qa --config {input.config:q} --prepare {input.prepare:q} --tokens {input.tokens:q} --features {input.features:q} --kmeans {input.kmeans:q}"
         " --vocoder {input.vocoder:q} --instruct {input.instruct:q} --output {output:q} --threads {resources.cpus_per_task} --log {log:q} > {log:q} 2>&1"
@@ -124,17 +124,17 @@ rule report:
         report=report(f"{RESULTS}/report.md", category="Report", caption="../report/report.rst"),
         json=f"{RESULTS}/report.json",
         plots=report(directory(f"{RESULTS}/report_plots"), patterns=["{name}.png"], category="Plots", caption="../report/plots.rst"),
-    params:
-        code=code_digest("report"),
-    threads: stage_threads("report")
-    resources:
-        **stage_resources("report"),
     log:
         stage_log("report"),
     benchmark:
         stage_benchmark("report")
     conda:
         MOST_ENV
+    threads: stage_threads("report")
+    resources:
+        **stage_resources("report"),
+    params:
+        code=code_digest("report"),
     shell:
         "most report --config {input.config:q} --ceiling {input.ceiling:q} --posttrain {input.posttrain:q} --instruct {input.instruct:q}"
         " --eval-asr {input.eval_asr:q} --eval-tts {input.eval_tts:q} --eval-audio-lm {input.eval_audio_lm:q}"
@@ -154,17 +154,17 @@ rule ablations:
     output:
         json=f"{RESULTS}/ablations.json",
         table=report(f"{RESULTS}/ablations.md", category="Ablations", caption="../report/ablations.rst"),
-    params:
-        code=code_digest("ablations"),
-    threads: stage_threads("ablations")
-    resources:
-        **stage_resources("ablations"),
     log:
         stage_log("ablations"),
     benchmark:
         stage_benchmark("ablations")
     conda:
         MOST_ENV
+    threads: stage_threads("ablations")
+    resources:
+        **stage_resources("ablations"),
+    params:
+        code=code_digest("ablations"),
     shell:
         "most launch --gpus-per-node {resources.launch_gpus} --nodes {resources.launch_nodes} --accelerate-config {resources.launch_accelerate:q}"
         " -- ablations --config {input.config:q} --prepare {input.prepare:q} --tokens {input.tokens:q} --features {input.features:q} --kmeans {input.kmeans:q}"

@@ -5,14 +5,14 @@
 rule stage_config:
     output:
         f"{RESULTS}/config/{{stage}}.yaml",
-    params:
-        view=stage_view,
-    wildcard_constraints:
-        stage="|".join(stages.STAGES),
-    localrule: True
     log:
         f"{RESULTS}/logs/stage_config/{{stage}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/stage_config/{{stage}}.tsv"
+    wildcard_constraints:
+        stage="|".join(stages.STAGES),
+    localrule: True
+    params:
+        view=stage_view,
     run:
         most_config.write_view(params.view, output[0])

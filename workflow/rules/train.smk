@@ -12,18 +12,18 @@ rule posttrain:
         graft=rules.graft.output[0],
     output:
         directory(f"{RESULTS}/posttrain"),
-    params:
-        code=code_digest("posttrain"),
-    threads: stage_threads("posttrain")
-    priority: MODEL_CHAIN_PRIORITY
-    resources:
-        **stage_resources("posttrain"),
     log:
         stage_log("posttrain"),
     benchmark:
         stage_benchmark("posttrain")
+    priority: MODEL_CHAIN_PRIORITY
     conda:
         MOST_ENV
+    threads: stage_threads("posttrain")
+    resources:
+        **stage_resources("posttrain"),
+    params:
+        code=code_digest("posttrain"),
     shell:
         "most launch --gpus-per-node {resources.launch_gpus} --nodes {resources.launch_nodes} --accelerate-config {resources.launch_accelerate:q}"
         " -- posttrain --config {input.config:q} --prepare {input.prepare:q} --tokens {input.tokens:q} --features {input.features:q} --graft {input.graft:q}"
@@ -40,18 +40,18 @@ rule instruct:
         posttrain=rules.posttrain.output[0],
     output:
         directory(f"{RESULTS}/instruct"),
-    params:
-        code=code_digest("instruct"),
-    threads: stage_threads("instruct")
-    priority: MODEL_CHAIN_PRIORITY
-    resources:
-        **stage_resources("instruct"),
     log:
         stage_log("instruct"),
     benchmark:
         stage_benchmark("instruct")
+    priority: MODEL_CHAIN_PRIORITY
     conda:
         MOST_ENV
+    threads: stage_threads("instruct")
+    resources:
+        **stage_resources("instruct"),
+    params:
+        code=code_digest("instruct"),
     shell:
         "most launch --gpus-per-node {resources.launch_gpus} --nodes {resources.launch_nodes} --accelerate-config {resources.launch_accelerate:q}"
         " -- instruct --config {input.config:q} --prepare {input.prepare:q} --tokens {input.tokens:q} --features {input.features:q} --posttrain {input.posttrain:q}"

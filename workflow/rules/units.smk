@@ -9,17 +9,17 @@ rule encode_features:
         prepare=rules.prepare.output[0],
     output:
         directory(f"{RESULTS}/units/features"),
-    params:
-        code=code_digest("encode_features"),
-    threads: stage_threads("encode_features")
-    resources:
-        **stage_resources("encode_features"),
     log:
         stage_log("encode_features"),
     benchmark:
         stage_benchmark("encode_features")
     conda:
         MOST_ENV
+    threads: stage_threads("encode_features")
+    resources:
+        **stage_resources("encode_features"),
+    params:
+        code=code_digest("encode_features"),
     shell:
         "most encode_features --config {input.config:q} --prepare {input.prepare:q} --output {output:q}"
         " --threads {resources.cpus_per_task} --log {log:q} > {log:q} 2>&1"
@@ -32,17 +32,17 @@ rule fit_units:
         features=rules.encode_features.output[0],
     output:
         directory(f"{RESULTS}/units/kmeans"),
-    params:
-        code=code_digest("fit_units"),
-    threads: stage_threads("fit_units")
-    resources:
-        **stage_resources("fit_units"),
     log:
         stage_log("fit_units"),
     benchmark:
         stage_benchmark("fit_units")
     conda:
         MOST_ENV
+    threads: stage_threads("fit_units")
+    resources:
+        **stage_resources("fit_units"),
+    params:
+        code=code_digest("fit_units"),
     shell:
         "most fit_units --config {input.config:q} --features {input.features:q} --output {output:q}"
         " --threads {resources.cpus_per_task} --log {log:q} > {log:q} 2>&1"
@@ -57,17 +57,17 @@ rule tokenize:
         kmeans=rules.fit_units.output[0],
     output:
         directory(f"{RESULTS}/units/tokens"),
-    params:
-        code=code_digest("tokenize"),
-    threads: stage_threads("tokenize")
-    resources:
-        **stage_resources("tokenize"),
     log:
         stage_log("tokenize"),
     benchmark:
         stage_benchmark("tokenize")
     conda:
         MOST_ENV
+    threads: stage_threads("tokenize")
+    resources:
+        **stage_resources("tokenize"),
+    params:
+        code=code_digest("tokenize"),
     shell:
         "most tokenize --config {input.config:q} --prepare {input.prepare:q} --features {input.features:q} --kmeans {input.kmeans:q}"
         " --output {output:q} --threads {resources.cpus_per_task} --log {log:q} > {log:q} 2>&1"
@@ -81,17 +81,17 @@ rule train_vocoder:
         tokens=rules.tokenize.output[0],
     output:
         directory(f"{RESULTS}/units/vocoder"),
-    params:
-        code=code_digest("train_vocoder"),
-    threads: stage_threads("train_vocoder")
-    resources:
-        **stage_resources("train_vocoder"),
     log:
         stage_log("train_vocoder"),
     benchmark:
         stage_benchmark("train_vocoder")
     conda:
         MOST_ENV
+    threads: stage_threads("train_vocoder")
+    resources:
+        **stage_resources("train_vocoder"),
+    params:
+        code=code_digest("train_vocoder"),
     shell:
         "most train_vocoder --config {input.config:q} --prepare {input.prepare:q} --tokens {input.tokens:q}"
         " --output {output:q} --threads {resources.cpus_per_task} --log {log:q} > {log:q} 2>&1"
@@ -107,17 +107,17 @@ rule unit_ceiling:
     output:
         ceiling=f"{RESULTS}/units/ceiling.json",
         samples=directory(f"{RESULTS}/units/ceiling_samples"),
-    params:
-        code=code_digest("unit_ceiling"),
-    threads: stage_threads("unit_ceiling")
-    resources:
-        **stage_resources("unit_ceiling"),
     log:
         stage_log("unit_ceiling"),
     benchmark:
         stage_benchmark("unit_ceiling")
     conda:
         MOST_ENV
+    threads: stage_threads("unit_ceiling")
+    resources:
+        **stage_resources("unit_ceiling"),
+    params:
+        code=code_digest("unit_ceiling"),
     shell:
         "most unit_ceiling --config {input.config:q} --prepare {input.prepare:q} --kmeans {input.kmeans:q}"
         " --vocoder {input.vocoder:q} --output {output.ceiling:q} --ceiling-samples {output.samples:q}"
