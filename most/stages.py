@@ -294,14 +294,21 @@ def default_stages(config: dict) -> list[str]:
     return [name for name in STAGES if name != "ablations" and (name != "pretrain_base" or builds_base_lm(config))]
 
 
+def _producers() -> dict[str, str]:
+    """Output name -> the stage that writes it."""
+    return {output: stage.name for stage in STAGES.values() for output in stage.outputs}
+
+
 def stage_inputs(stage: str, config: dict) -> list[str]:
-    """The upstream outputs `stage` reads under `config` (graft reads base_lm only if it is built)."""
-    return [name for name in STAGES[stage].inputs if name != "base_lm" or builds_base_lm(config)]
+    """The upstream outputs `stage` reads under `config`: those of the stages that run (graft reads
+    base_lm only where pretrain_base runs)."""
+    producer, running = _producers(), default_stages(config)
+    return [name for name in STAGES[stage].inputs if producer[name] in running]
 
 
 def upstream_stages(stage: str) -> list[str]:
     """Every stage whose outputs `stage` reads, directly or through others, in pipeline order."""
-    producer = {output: other.name for other in STAGES.values() for output in other.outputs}
+    producer = _producers()
     found: set[str] = set()
     pending = [producer[name] for name in STAGES[stage].inputs]
     while pending:
