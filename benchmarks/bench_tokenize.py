@@ -16,7 +16,8 @@ import time
 import torch
 
 from most import config, stages
-from most.speech import corpus, kmeans
+from most.data import manifest
+from most.speech import kmeans
 from most.speech.units import UnitTokenizer, deduplicate
 
 
@@ -37,8 +38,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     run = config.load(args.config)["run"]
     tokenizer = UnitTokenizer.load(stages.output_path(run, "kmeans"))
-    rows = corpus.rows(stages.output_path(run, "prepare"), ["train"])[: args.utterances]
-    waves = [corpus.read_wave(row) for row in rows]
+    rows = manifest.rows(stages.output_path(run, "prepare"), ["train"])[: args.utterances]
+    waves = [manifest.read_wave(row) for row in rows]
     ids = [row["id"] for row in rows]
     seconds = sum(len(w) for w in waves) / 16000
     timings = {}

@@ -1,7 +1,7 @@
 """Load and validate the pipeline config; cut per-stage views; the results layout.
 
 The schema is `workflow/schemas/config.schema.yaml`, the same file Snakemake's `validate()` uses.
-A stage sees only its *view*: the top-level sections it declares in `most.stages`. Snakemake writes
+A stage sees only its *view*: the top-level sections it declares in the registry, `most.stages`. Snakemake writes
 each view to `results/<run>/config/<stage>.yaml`, so editing a section reruns exactly the stages
 that read it.
 """
@@ -16,7 +16,9 @@ from typing import Any
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from most import REPO_ROOT
+from most.stages import STAGES
+
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 DEFAULT_CONFIG = Path("config") / "config.yaml"
 
@@ -125,8 +127,6 @@ def load(path: str | os.PathLike = DEFAULT_CONFIG) -> dict:
 
 def load_for_stage(path: str | os.PathLike, stage: str) -> tuple[dict, dict | None]:
     """(view of `stage`, whole config or None) from a whole config file or a view the workflow wrote."""
-    from most.stages import STAGES
-
     sections = STAGES[stage].reads
     data = read_yaml(path)
     if set(data) == set(sections):
@@ -137,8 +137,6 @@ def load_for_stage(path: str | os.PathLike, stage: str) -> tuple[dict, dict | No
 
 def view(config: dict, stage: str) -> dict:
     """The top-level sections `stage` reads (what its params and resolved config hold)."""
-    from most.stages import STAGES
-
     return {key: copy.deepcopy(config[key]) for key in STAGES[stage].reads}
 
 

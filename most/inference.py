@@ -47,7 +47,7 @@ class Assistant:
         import soundfile
 
         from most.evaluate.tts import model_units
-        from most.speech.ceiling import Speaker
+        from most.speech.speaker import Speaker
         from most.speech.units import UnitTokenizer
 
         [units] = model_units(self.checkpoint, [text], self.cfg["evaluate"], self.cfg["seed"])

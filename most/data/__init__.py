@@ -1,1 +1,1 @@
-"""Data stages: `download` (sources, embedded synthesis) and `prepare` (manifests, quality report)."""
+"""Data: sources (hub, local, pair sets), synthesis, audio I/O, quality checks, manifests, the leakage check."""

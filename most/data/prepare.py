@@ -1,4 +1,4 @@
-"""Stage `prepare`: manifests per split and a quality report, from the downloaded sources.
+"""Checking downloaded rows for the `prepare` stage (`most.stages.prepare`).
 
 Every row is checked; a row that cannot be used is skipped and counted by reason, a row that can be
 repaired (resampled, mixed down, punctuation stripped) is kept and counted. Work is spread over
@@ -9,7 +9,6 @@ number of processes.
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -17,79 +16,15 @@ from pathlib import Path
 from tqdm import tqdm
 
 from most.data import audio, quality, sources
-from most.data.manifest import speech_row, text_row
 from most.data.leakage import held_out_found_in
-from most.io import atomic_directory, read_jsonl, write_json, write_jsonl
-from most.stages import StageResult
+from most.data.manifest import speech_row
 
 log = logging.getLogger(__name__)
 
 CHUNK = 64  # rows per work unit
 
 
-def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult:
-    settings = cfg["prepare"]
-    download = Path(inputs["download"])
-    report = quality.QualityReport()
-    speech: dict[str, list[dict]] = defaultdict(list)
-    text: dict[str, list[dict]] = defaultdict(list)
-    with atomic_directory(outputs["prepare"]) as out:
-        repaired_root = Path(outputs["prepare"]) / "audio"  # final location of repaired audio
-        for source_dir in sorted(p for p in download.iterdir() if p.is_dir()):
-            source = source_dir.name
-            rows = read_jsonl(source_dir / sources.METADATA) if (source_dir / sources.METADATA).exists() else []
-            text_rows = read_jsonl(source_dir / sources.TEXT) if (source_dir / sources.TEXT).exists() else []
-            log.info("source %s: %d utterances, %d text items", source, len(rows), len(text_rows))
-            for row, outcome, kept in _check_utterances(rows, source_dir, source, settings, out / "audio", repaired_root, threads):
-                report.add(source, "speech", row.get("id", ""), outcome)
-                if outcome.skip is None:
-                    speech[row["split"]].append(kept)
-            duplicates = _duplicate_rows(text_rows)
-            for index, row in enumerate(text_rows):
-                outcome = _check_text(row, index in duplicates, settings)
-                report.add(source, "text", row.get("id", ""), outcome)
-                if outcome.skip is None:
-                    text[row["split"]].append(
-                        text_row(
-                            id=f"{source}-{row['id']}",
-                            text=outcome.text,
-                            split=row["split"],
-                            task=row["task"],
-                            source=source,
-                            response=row.get("response", ""),
-                            answers=row.get("answers", []),
-                        )
-                    )
-        (out / "manifests").mkdir()
-        (out / "text").mkdir()
-        for split, rows in sorted(speech.items()):
-            write_jsonl(rows, out / "manifests" / f"{split}.jsonl")
-        for split, rows in sorted(text.items()):
-            write_jsonl(rows, out / "text" / f"{split}.jsonl")
-        splits = _split_sizes(speech, text)
-        leakage = held_out_in_training(speech, text, settings["leakage_check"])
-        data = report.to_dict({"splits": splits, "held_out_in_training": leakage})
-        write_json(data, out / "quality_report.json")
-        (out / "quality_report.md").write_text(quality.to_markdown(data))
-    log.info(
-        "prepare: %d rows, %d kept, %d skipped; held-out texts in training: %s",
-        data["rows"],
-        data["kept"],
-        data["skipped_total"],
-        leakage.get("found"),
-    )
-    metrics = {"rows": data["rows"], "kept": data["kept"], "skipped": data["skipped_total"]}
-    metrics.update({f"skipped.{reason}": count for reason, count in data["skipped"].items()})
-    metrics.update({f"repaired.{reason}": count for reason, count in data["repaired"].items()})
-    for split, sizes in splits.items():
-        metrics.update({f"{split}.{key}": value for key, value in sizes.items()})
-    if leakage["mode"] != "off":
-        metrics["held_out_in_training"] = leakage["found"]
-    prepared = Path(outputs["prepare"])
-    return StageResult(metrics=metrics, artifacts=[prepared / "quality_report.json", prepared / "quality_report.md"])
-
-
-def _duplicate_rows(rows: list[dict]) -> set[int]:
+def duplicate_rows(rows: list[dict]) -> set[int]:
     """Indices of rows whose id an earlier row of the same source already has."""
     seen: set[str] = set()
     duplicates = set()
@@ -100,7 +35,7 @@ def _duplicate_rows(rows: list[dict]) -> set[int]:
     return duplicates
 
 
-def _check_text(row: dict, duplicate: bool, settings: dict) -> quality.Outcome:
+def check_text(row: dict, duplicate: bool, settings: dict) -> quality.Outcome:
     if row.get("task") in sources.PAIR_TASKS and not (row.get("text") or "").strip():
         outcome = quality.Outcome()  # a released pair set may give no transcript: scoring needs none
     else:
@@ -110,9 +45,9 @@ def _check_text(row: dict, duplicate: bool, settings: dict) -> quality.Outcome:
     return outcome
 
 
-def _check_utterances(rows, source_dir, source, settings, audio_out, repaired_root, threads):
+def check_utterances(rows, source_dir, source, settings, audio_out, repaired_root, threads):
     """Yield (row, outcome, manifest row) in input order."""
-    duplicates = _duplicate_rows(rows)
+    duplicates = duplicate_rows(rows)
     chunks = [
         (rows[i : i + CHUNK], i, source_dir, source, settings, audio_out, repaired_root, duplicates) for i in range(0, len(rows), CHUNK)
     ]
@@ -140,7 +75,7 @@ def _check_chunk(args) -> list[tuple[quality.Outcome, dict | None]]:
 
 
 def _check_one(row, duplicate, source_dir, source, settings, audio_out, repaired_root):
-    outcome = _check_text(row, duplicate, settings)
+    outcome = check_text(row, duplicate, settings)
     if outcome.skip:
         return outcome, None
     path = Path(source_dir) / row["file_name"]
@@ -182,7 +117,7 @@ def _check_one(row, duplicate, source_dir, source, settings, audio_out, repaired
     return outcome, kept
 
 
-def _split_sizes(speech: dict, text: dict) -> dict:
+def split_sizes(speech: dict, text: dict) -> dict:
     sizes = {}
     for split in sorted(set(speech) | set(text)):
         rows = speech.get(split, [])

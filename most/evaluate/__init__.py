@@ -1,1 +1,1 @@
-"""Evaluation: text normalisation and scoring shared by every judge and metric."""
+"""Evaluation: generation, text normalisation, statistics, and the scoring of ASR, TTS, audio-LM and spoken QA."""

@@ -1,4 +1,4 @@
-"""Stage `graft`: a pretrained MoE text LM becomes a MoST model.
+"""Grafting: a pretrained MoE text LM becomes a MoST model.
 
 The base (`DeepseekV2ForCausalLM` or `Qwen2MoeForCausalLM`, a folder or a hub id, safetensors in its
 own dtype) gives every weight; the routed experts are assigned to the text and audio groups by
@@ -8,31 +8,27 @@ own dtype) gives every weight; the routed experts are assigned to the text and a
 - `duplicate`: the text group is all E original experts, the audio group their copies (2E experts).
 Unit tokens and markers are appended to the tokenizer (`most.model.layout`). The report checks the
 graft: with `plain` routing the text logits equal the base model's (every assignment), and with the
-configured routing the held-out text perplexity sits beside the base model's. The stage holds
-one model at a time: the graft is written tensor by tensor from the base's files (`write_graft`),
-so a 16B base needs about its own size in memory, not four times it.
+configured routing the held-out text perplexity sits beside the base model's. One model is held at
+a time: the graft is written tensor by tensor from the base's files (`write_graft`), so a 16B base
+needs about its own size in memory, not four times it.
 """
 
 from __future__ import annotations
 
 import gc
-import json
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 
-from most.io import atomic_directory, write_json
 from most.model import layout
+from most.model.base_lm import encode, perplexity
 from most.model.checkpoint_files import CheckpointFiles, load_lean, materialize, write_checkpoint
 from most.model.configuration import MoSTConfig
 from most.model.modeling import MoSTForCausalLM
 from most.model.moe import MoSTRouter
-from most.model.pretrain_base import encode, held_out_texts, perplexity
 from most.model.sequences import collate
-from most.speech import feature_store
-from most.stages import StageResult
 
 log = logging.getLogger(__name__)
 
@@ -447,24 +443,6 @@ def graft_stage(source: str, revision: str, settings: dict, units: int, seed: in
     return report
 
 
-def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult:
-    torch.set_num_threads(max(1, threads))
-    settings, seed = dict(cfg["model"]), cfg["seed"]
-    embedded = settings["base"] == "embedded"
-    source, revision = (str(inputs["base_lm"]), "") if embedded else (settings["base"], settings["base_revision"])
-    units = json.loads((Path(inputs["tokens"]) / "tokenize_report.json").read_text())["k"]
-    feature_stats = feature_store.stats(Path(inputs["features"]))
-    texts = held_out_texts(inputs["prepare"], settings["eval_sentences"])
-    settings["calibration_texts"] = [row["text"] for row in _training_rows(inputs["prepare"], settings["calibration_sentences"])]
-    if settings["unit_embedding_init"] == "centroids":
-        settings["unit_centroids"] = unit_centroids(Path(inputs["kmeans"]), units)
-    with atomic_directory(outputs["graft"]) as out:
-        report = graft_stage(source, revision, settings, units, seed, feature_stats, texts, out)
-        write_json(report, out / "report.json")
-    metrics = {k: float(v) for k, v in report.items() if isinstance(v, int | float)}
-    return StageResult(metrics=metrics, artifacts=[Path(outputs["graft"]) / "report.json"])
-
-
 def unit_centroids(kmeans: Path, units: int) -> torch.Tensor:
     """The k-means centroids the unit tokens stand for (`model.unit_embedding_init: centroids`)."""
     from most.speech.units import UnitTokenizer
@@ -481,7 +459,7 @@ def _copy_tokenizer(tokenizer):
     return copy.deepcopy(tokenizer)
 
 
-def _training_rows(prepare, limit: int) -> list[dict]:
-    from most.speech import corpus
+def training_rows(prepare, limit: int) -> list[dict]:
+    from most.data import manifest
 
-    return corpus.rows(prepare, ["train"], tasks=["asr"])[:limit]
+    return manifest.rows(prepare, ["train"], tasks=["asr"])[:limit]

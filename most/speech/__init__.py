@@ -1,1 +1,1 @@
-"""Speech units: features, the k-means unit tokenizer, the vocoder, the judge ASR, and their stages."""
+"""Speech: features and their store, the k-means unit tokenizer, the vocoder and its training, the speaker, the judge ASRs."""

@@ -12,9 +12,8 @@
 
 from __future__ import annotations
 
-import math
-
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path

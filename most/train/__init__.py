@@ -1,1 +1,1 @@
-"""Training: task formatting, task mixing, the training loop with checkpoints, the two training stages."""
+"""Training: task formatting and mixing, freezing, the training loop with checkpoints, and the runner of the two training stages."""

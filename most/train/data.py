@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from most.data import manifest
 from most.data.sources import output_voice_rows
-from most.io import read_jsonl
 
 # task -> the corpus task whose rows it uses (TTS reads its rows the other way round: text -> units)
 SOURCE_TASK = {
@@ -37,9 +37,8 @@ def task_rows(tasks: list[str], split: str, tokens: Path, prepare: Path) -> dict
         for row in datasets.load_from_disk(str(Path(tokens) / split)):
             if row["task"] in wanted:
                 by_source[row["task"]].append(row)
-    text = Path(prepare) / "text" / f"{split}.jsonl"
-    if wanted - SPEECH_TASKS and text.exists():
-        for row in read_jsonl(text):
+    if wanted - SPEECH_TASKS:
+        for row in manifest.text_rows(prepare, split):
             if row["task"] in wanted:
                 by_source[row["task"]].append(row)
     if "tts" in by_source:

@@ -7,7 +7,6 @@ import torch
 
 from tests.conftest import REPO, run
 
-
 TWO_CPU_PROCESSES = [
     "accelerate",
     "launch",

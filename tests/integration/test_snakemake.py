@@ -13,7 +13,6 @@ import pytest
 from most import config as most_config
 from tests.conftest import STAGES, edit_config, env, jobs_in, run, snakemake_plan
 
-
 UNIT_STAGES = {"encode_features", "fit_units", "tokenize", "train_vocoder", "unit_ceiling"}
 UNITS_VIEWS = {"stage_config[stage=encode_features]", "stage_config[stage=fit_units]", "stage_config[stage=tokenize]"}
 MODEL_STAGES = {"pretrain_base", "graft", "posttrain", "instruct"}

@@ -147,13 +147,18 @@ def test_code_digest_changes_with_the_stage_code(tmp_path, monkeypatch):
     (package / "a.py").write_text("x = 1\n")
     (tmp_path / "most" / "io.py").write_text("y = 1\n")
     (tmp_path / "most" / "rng.py").write_text("z = 1\n")
+    (tmp_path / "most" / "stages").mkdir()
+    (tmp_path / "most" / "stages" / "prepare.py").write_text("def run(): pass\n")
     monkeypatch.setattr(stages, "REPO_ROOT", tmp_path)
     before = stages.code_digest("prepare")
     (package / "a.py").write_text("x = 2\n")
     after_package_edit = stages.code_digest("prepare")
     assert after_package_edit != before
     (tmp_path / "most" / "io.py").write_text("y = 2\n")
-    assert stages.code_digest("prepare") != after_package_edit
+    after_module_edit = stages.code_digest("prepare")
+    assert after_module_edit != after_package_edit
+    (tmp_path / "most" / "stages" / "prepare.py").write_text("def run(): return None\n")
+    assert stages.code_digest("prepare") != after_module_edit  # the stage's own module counts too
     (tmp_path / "most" / "io.py").unlink()
     with pytest.raises(FileNotFoundError, match="most/io.py"):
         stages.code_digest("prepare")

@@ -9,7 +9,7 @@ import pytest
 import soundfile
 
 from most import config
-from most.data import download, prepare
+from most.stages import download, prepare
 from tests.conftest import REPO
 
 

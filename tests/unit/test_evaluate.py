@@ -124,7 +124,7 @@ def tiny_checkpoint(templates: dict):
     """A random tiny MoST with 16 unit tokens, loaded as the evaluations load a checkpoint."""
     from most.evaluate.generate import Checkpoint
     from most.model import MoSTForCausalLM, layout
-    from most.model.pretrain_base import train_tokenizer
+    from most.model.base_lm import train_tokenizer
     from most.train.tasks import Formatter
     from tests.unit.test_model import tiny_config
 

@@ -5,10 +5,10 @@ import torch
 from transformers import DeepseekV2Config, DeepseekV2ForCausalLM, Qwen2MoeConfig, Qwen2MoeForCausalLM
 
 from most.model import MoSTForCausalLM
+from most.model.base_lm import train_tokenizer
 from most.model.graft import base_measurements, graft, graft_report, load_base, plain_logit_difference
-from most.model.moe import MoSTRouter
 from most.model.layout import BEGIN_SPEECH, END_SPEECH, task_tag, unit_token
-from most.model.pretrain_base import train_tokenizer
+from most.model.moe import MoSTRouter
 
 TEXTS = [
     "the cook finds some cups at the bakery",
@@ -256,7 +256,8 @@ def test_a_graft_written_in_shards_loads_in_transformers_and_equals_the_in_memor
     """The stage's path (`write_graft`, tensor by tensor, shards and index past `max_shard_bytes`)
     gives the same weights as `graft()`, readable by transformers' own `from_pretrained`."""
     from most.model.checkpoint_files import INDEX, CheckpointFiles
-    from most.model.graft import _load_graft, base_folder as folder_of, write_graft
+    from most.model.graft import _load_graft, write_graft
+    from most.model.graft import base_folder as folder_of
 
     base, tokenizer = load_base(str(base_folder), "")
     expected, _ = graft(base, load_base(str(base_folder), "")[1], SETTINGS, units=20, seed=0)

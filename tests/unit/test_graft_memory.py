@@ -14,7 +14,7 @@ MAKE_BASE = """
 import sys, torch
 from transformers import DeepseekV2Config, DeepseekV2ForCausalLM
 from most.model.configuration import deepseek_v2_lite_shapes
-from most.model.pretrain_base import train_tokenizer
+from most.model.base_lm import train_tokenizer
 from tests.unit.test_graft import TEXTS
 
 folder, layers = sys.argv[1], int(sys.argv[2])

@@ -10,8 +10,8 @@ import yaml
 from torch.profiler import ProfilerActivity, profile
 from transformers import DeepseekV2ForCausalLM
 
+from most.model.base_lm import base_config, train_tokenizer
 from most.model.graft import graft
-from most.model.pretrain_base import base_config, train_tokenizer
 from most.model.sequences import collate, model_inputs, row_losses
 from tests.unit.test_graft import SETTINGS, TEXTS
 

@@ -13,7 +13,7 @@ SENTENCES = ["the farmer sells two green baskets at the market", "anna gives her
 
 def domain_text() -> list[str]:
     """Training text of the embedded world (what a judge may know), without the test sentences."""
-    from most.data import world
+    from most import world
     from tests.conftest import tiny_config
 
     sizes = {k: v * 5 for k, v in tiny_config()["download"]["embedded"]["sizes"].items()}

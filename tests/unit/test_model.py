@@ -8,8 +8,8 @@ from transformers import AutoModelForCausalLM, LogitsProcessor, LogitsProcessorL
 from transformers.utils import ModelOutput
 
 from most.model import MoSTConfig, MoSTForCausalLM
-from most.model.moe import CombineCopies, MoSTSparseMoeBlock, SpreadCopies, balance_losses, copy_layout, in_group_mass
 from most.model.modeling import modality_from_ids
+from most.model.moe import CombineCopies, MoSTSparseMoeBlock, SpreadCopies, balance_losses, copy_layout, in_group_mass
 
 ROUTINGS = ("official", "masked_softmax", "group_routers", "plain")
 UNIT_START, UNIT_COUNT, BEGIN_SPEECH = 200, 90, 290

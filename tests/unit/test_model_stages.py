@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from most import config
-from most.model import MoSTForCausalLM, graft, pretrain_base
+from most.model import MoSTForCausalLM
 from most.model.layout import BEGIN_SPEECH, unit_token
 from most.speech import feature_store
 from most.speech.units import UnitTokenizer
+from most.stages import graft, pretrain_base
 from tests.conftest import tiny_config
 
 WORDS = ["the cook", "my sister", "anna", "three birds", "the farmer"]

@@ -9,7 +9,8 @@ import pytest
 import soundfile
 
 from most import config
-from most.data import download, prepare, synth
+from most.data import synth
+from most.stages import download, prepare
 from tests.conftest import REPO
 
 WORDS = [("p1", "bakery", 1), ("p1", "glakery", 0), ("p2", "hides", 1), ("p2", "lides", 0)]

@@ -7,8 +7,10 @@ import pytest
 import soundfile
 
 from most import config
-from most.data import download, prepare, synth
+from most.data import synth
+from most.data.download import download_local
 from most.data.manifest import SPEECH_COLUMNS, load_manifest
+from most.stages import download, prepare
 from tests.conftest import REPO
 
 
@@ -124,8 +126,8 @@ def test_manifests_load_with_datasets_and_leakage_is_counted(prepared):
 def test_a_local_folder_without_metadata_fails_naming_it(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="has no metadata.jsonl or metadata.csv"):
-        download.download_local({"name": "x", "path": str(tmp_path / "empty")}, tmp_path / "out")
+        download_local({"name": "x", "path": str(tmp_path / "empty")}, tmp_path / "out")
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "metadata.jsonl").write_text('{"file_name": "a.wav", "text": "ok"}\n{not json}\n')
     with pytest.raises(ValueError, match=r"metadata\.jsonl:2: not a JSON object"):
-        download.download_local({"name": "x", "path": str(tmp_path / "bad")}, tmp_path / "out")
+        download_local({"name": "x", "path": str(tmp_path / "bad")}, tmp_path / "out")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from most.model import layout
-from most.model.pretrain_base import train_tokenizer
+from most.model.base_lm import train_tokenizer
 from most.train.data import speech_runs
 from most.train.mixing import MixedBatches
 from most.train.tasks import IGNORE, Formatter

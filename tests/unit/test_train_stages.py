@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from most import config
-from most.model import MoSTForCausalLM, graft, pretrain_base
+from most.model import MoSTForCausalLM
 from most.speech import feature_store
 from most.speech.units import UnitTokenizer
-from most.train import instruct, posttrain
+from most.stages import graft, instruct, posttrain, pretrain_base
 from tests.conftest import tiny_config
 
 SENTENCES = ["the cook finds some cups", "my sister walks to the park", "three birds sit near the river", "anna keeps the blue kite"]

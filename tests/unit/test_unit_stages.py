@@ -10,8 +10,9 @@ import torch
 
 from most import config
 from most.data import synth
-from most.speech import encode_features, feature_store, fit_units, tokenize, train_vocoder, vocoder
+from most.speech import feature_store, vocoder
 from most.speech.units import UnitTokenizer
+from most.stages import encode_features, fit_units, tokenize, train_vocoder
 from tests.conftest import tiny_config
 
 SENTENCES = [

@@ -58,7 +58,7 @@ def test_voiced_frames_get_the_predicted_contour_or_the_speakers_median_and_unvo
 
 
 def test_the_decoder_hears_the_same_planted_contour_in_training_and_in_synthesis():
-    from most.speech.train_vocoder import loss_terms, make_batch
+    from most.speech.vocoder_training import loss_terms, make_batch
 
     model = small_unit_mel()
     seen = []
@@ -120,7 +120,7 @@ def test_hifigan_output_length_follows_durations():
 
 @pytest.mark.parametrize("steps", [1, 2, 20, 800])
 def test_learning_rate_warms_up_then_decays_for_any_step_count(steps):
-    from most.speech.train_vocoder import learning_rate_factor
+    from most.speech.vocoder_training import learning_rate_factor
 
     factor = learning_rate_factor(steps, "cosine")
     values = [factor(step) for step in range(steps)]
@@ -138,7 +138,7 @@ def test_learning_rate_warms_up_then_decays_for_any_step_count(steps):
 
 
 def test_an_unknown_schedule_is_refused_by_its_key():
-    from most.speech.train_vocoder import learning_rate_factor
+    from most.speech.vocoder_training import learning_rate_factor
 
     with pytest.raises(ValueError, match="vocoder.schedule"):
         learning_rate_factor(10, "linear")

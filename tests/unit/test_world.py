@@ -4,8 +4,11 @@ import collections
 
 import pytest
 
-from most.data import world
 from most.rng import rng_for
+from most.world.corpus import TextItem, build_texts, check_no_leakage
+from most.world.facts import QA_KINDS, build_facts
+from most.world.lexicon import NAMES, POSSESSIVES, RELATIVES_FEMALE, RELATIVES_MALE, ROLES, TRANSITIVE, word_inventory
+from most.world.pairs import english_word_check, grammatical_pair
 from tests.conftest import tiny_config
 
 SIZES = {k: v * 3 for k, v in tiny_config()["download"]["embedded"]["sizes"].items()}
@@ -13,12 +16,12 @@ SIZES = {k: v * 3 for k, v in tiny_config()["download"]["embedded"]["sizes"].ite
 
 @pytest.fixture(scope="module")
 def items():
-    return world.build_texts(SIZES, seed=7)
+    return build_texts(SIZES, seed=7)
 
 
 def test_same_seed_same_corpus_other_seed_other_corpus(items):
-    assert [(i.id, i.text, i.response) for i in world.build_texts(SIZES, seed=7)] == [(i.id, i.text, i.response) for i in items]
-    assert [i.text for i in world.build_texts(SIZES, seed=8)] != [i.text for i in items]
+    assert [(i.id, i.text, i.response) for i in build_texts(SIZES, seed=7)] == [(i.id, i.text, i.response) for i in items]
+    assert [i.text for i in build_texts(SIZES, seed=8)] != [i.text for i in items]
 
 
 def test_sizes_per_split_and_task(items):
@@ -41,7 +44,7 @@ def test_the_output_voice_speaks_the_first_sentences_of_each_split_again(items):
         again = [i.text for i in items if i.split == split and i.task == "tts"]
         assert again == sentences[: SIZES[f"tts_{split}_sentences"]] and again
     sizes = {**SIZES, "tts_train_sentences": 0}
-    assert not [i for i in world.build_texts(sizes, seed=7) if i.split == "train" and i.task == "tts"]
+    assert not [i for i in build_texts(sizes, seed=7) if i.split == "train" and i.task == "tts"]
 
 
 def test_no_held_out_text_occurs_in_any_training_text(items):
@@ -54,9 +57,9 @@ def test_no_held_out_text_occurs_in_any_training_text(items):
 def test_leakage_check_catches_a_planted_leak(items):
     leaked = list(items)
     test_sentence = next(i for i in items if i.split == "test" and i.task == "asr")
-    leaked.append(world.TextItem("planted", "train", "text_lm", f"once upon a time {test_sentence.text} and more"))
+    leaked.append(TextItem("planted", "train", "text_lm", f"once upon a time {test_sentence.text} and more"))
     with pytest.raises(ValueError, match=test_sentence.id):
-        world.check_no_leakage(leaked)
+        check_no_leakage(leaked)
 
 
 def test_minimal_pairs_differ_as_designed(items):
@@ -65,7 +68,7 @@ def test_minimal_pairs_differ_as_designed(items):
         if item.pair_id:
             pairs[item.pair_id][item.label] = item
     assert pairs and all(set(p) == {"correct", "wrong"} for p in pairs.values())
-    is_word = world.english_word_check()
+    is_word = english_word_check()
     for pair_id, pair in pairs.items():
         good, bad = pair["correct"].text, pair["wrong"].text
         assert good != bad
@@ -84,16 +87,16 @@ def test_questions_have_answers_and_facts_are_stated_in_training_text(items):
     qa = [i for i in items if i.task == "spoken_qa"]
     assert all(i.answers and i.response == i.answers[0] for i in qa)
     training = {i.text for i in items if i.split == "train" and i.task == "text_lm"}
-    for fact in world.build_facts(7):
+    for fact in build_facts(7):
         assert set(fact.statements()) <= training
 
 
 def test_test_questions_ask_trained_facts_in_a_held_out_phrasing(items):
-    facts = world.build_facts(7)
+    facts = build_facts(7)
     held_out = {fact.questions()[1]: fact for fact in facts}
     trained = {question: fact for fact in facts for question in fact.questions()[0]}
     test = [i for i in items if i.task == "spoken_qa" and i.split == "test"]
-    assert {i.label for i in test} == set(world.QA_KINDS)
+    assert {i.label for i in test} == set(QA_KINDS)
     assert sum(i.label == "fact" for i in test) == SIZES["qa_test"] // 2
     training = collections.defaultdict(set)
     for item in items:
@@ -111,30 +114,30 @@ def test_test_questions_ask_trained_facts_in_a_held_out_phrasing(items):
 
 
 def test_vocabulary_is_a_few_hundred_words():
-    assert 200 <= len(world.word_inventory()) <= 600
+    assert 200 <= len(word_inventory()) <= 600
 
 
 def _singular_subject(words: list[str]) -> bool:
     if words[0] in ("we", "they"):
         return False
-    if words[0] in world.NAMES:
+    if words[0] in NAMES:
         return len(words) == 1
     if words[0] == "the":
-        return words[1] in world.ROLES
-    return words[0] in world.POSSESSIVES and words[1] in world.RELATIVES_FEMALE + world.RELATIVES_MALE
+        return words[1] in ROLES
+    return words[0] in POSSESSIVES and words[1] in RELATIVES_FEMALE + RELATIVES_MALE
 
 
 def test_agreement_pairs_use_the_verb_form_the_subject_needs():
     rng = rng_for(0, "agreement")
     checked = 0
     for _ in range(300):
-        good, bad, phenomenon = world.grammatical_pair(rng)
+        good, bad, phenomenon = grammatical_pair(rng)
         if phenomenon != "agreement":
             continue
         index, good_verb, bad_verb = next((i, a, b) for i, (a, b) in enumerate(zip(good.split(), bad.split())) if a != b)
-        base = good_verb if good_verb in world.TRANSITIVE else bad_verb
-        assert {good_verb, bad_verb} == {base, world.TRANSITIVE[base]}
+        base = good_verb if good_verb in TRANSITIVE else bad_verb
+        assert {good_verb, bad_verb} == {base, TRANSITIVE[base]}
         singular = _singular_subject(good.split()[:index])
-        assert good_verb == (world.TRANSITIVE[base] if singular else base), good
+        assert good_verb == (TRANSITIVE[base] if singular else base), good
         checked += 1
     assert checked > 50

@@ -15,46 +15,16 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
-
+from most.data import manifest
 from most.data.sources import output_voice_rows
 from most.evaluate.normalize import chance_word_error_rate, word_error_rate
 from most.io import atomic_directory, write_json
-from most.speech import corpus, vocoder
 from most.speech.judge import make_judges
+from most.speech.speaker import Speaker
 from most.speech.units import UnitTokenizer
 from most.stages import StageResult
 
 log = logging.getLogger(__name__)
-
-
-class Speaker:
-    """Units -> waveform with the run's vocoder (and the centroid baseline where it applies)."""
-
-    def __init__(self, vocoder_folder: Path, tokenizer: UnitTokenizer, settings: dict) -> None:
-        """`settings` is the `voice` config section."""
-        self.model = vocoder.load(vocoder_folder)
-        self.settings = settings
-        if isinstance(self.model, vocoder.UnitMelVocoder):
-            config = self.model.config
-            self.mel = vocoder.MelSettings(config.n_fft, config.hop, config.n_mels)
-            self.speaker = settings["speaker"] or config.speakers[0]
-            self.model.speaker_index(self.speaker)  # fail early on an unknown speaker
-        try:
-            self.centroid = vocoder.CentroidVocoder(tokenizer, self.mel) if isinstance(self.model, vocoder.UnitMelVocoder) else None
-        except ValueError as reason:
-            log.info("no centroid baseline: %s", reason)
-            self.centroid = None
-
-    def speak(self, units: list[int], durations: list[int] | None = None) -> np.ndarray:
-        if isinstance(self.model, vocoder.UnitHifiGan):
-            return self.model.synthesize(units, durations)
-        return self.mel.griffin_lim(
-            self.model.synthesize_mel(units, self.speaker, durations, self.settings["f0"]), self.settings["griffin_lim_iterations"]
-        )
-
-    def speak_centroids(self, units: list[int], durations: list[int]) -> np.ndarray:
-        return self.mel.griffin_lim(self.centroid.synthesize_mel(units, durations), self.settings["griffin_lim_iterations"])
 
 
 def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult:
@@ -66,16 +36,16 @@ def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult
     started = time.time()
     tokenizer = UnitTokenizer.load(Path(inputs["kmeans"]))
     speaker = Speaker(Path(inputs["vocoder"]), tokenizer, cfg["voice"])
-    judges = make_judges(cfg["judge"], corpus.training_texts(inputs["prepare"]), cfg["seed"], threads)
+    judges = make_judges(cfg["judge"], manifest.training_texts(inputs["prepare"]), cfg["seed"], threads)
     results = {}
     with atomic_directory(outputs["ceiling_samples"]) as samples:
         for split in settings["splits"]:
             # the output voice's recordings of held-out texts: what TTS should sound like
-            rows = output_voice_rows(corpus.rows(inputs["prepare"], [split], tasks=["tts", "asr"]))[: settings["max_utterances"]]
+            rows = output_voice_rows(manifest.rows(inputs["prepare"], [split], tasks=["tts", "asr"]))[: settings["max_utterances"]]
             if not rows:
                 log.warning("unit_ceiling: split %s has no asr or tts utterances; skipped", split)
                 continue
-            waves = [corpus.read_wave(row) for row in rows]
+            waves = [manifest.read_wave(row) for row in rows]
             encoded = tokenizer.encode(waves, [row["id"] for row in rows])
             variants = {
                 "judge_wer_original": waves,

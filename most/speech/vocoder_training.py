@@ -1,4 +1,4 @@
-"""Stage `train_vocoder`: train the unit-to-mel vocoder on the training set (or install HiFi-GAN weights).
+"""Training the unit-to-mel vocoder (the `train_vocoder` stage, `most.stages.train_vocoder`).
 
 Training data are (units, run lengths, log-mel, F0) of the training utterances of the output voice
 (`sources.output_voice_rows`), all or a seeded sample of `vocoder.max_utterances`: the units and run
@@ -14,18 +14,16 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 
+from most.data import manifest
 from most.data.sources import output_voice_rows
-from most.io import atomic_directory, read_jsonl, write_json
 from most.rng import rng_for
-from most.speech import corpus, vocoder
-from most.stages import StageResult
+from most.speech import vocoder
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +38,7 @@ def load_examples(inputs: dict, mel: vocoder.MelSettings, frames_per_unit: int, 
     tokens_root = Path(inputs["tokens"])
     audio = {
         row["id"]: row
-        for split in corpus.manifest_splits(inputs["prepare"])
-        if split.startswith("train")
-        for row in read_jsonl(Path(inputs["prepare"]) / "manifests" / f"{split}.jsonl")
+        for row in manifest.rows(inputs["prepare"], [split for split in manifest.splits(inputs["prepare"]) if split.startswith("train")])
     }
     records = [
         record
@@ -56,7 +52,7 @@ def load_examples(inputs: dict, mel: vocoder.MelSettings, frames_per_unit: int, 
         records = [records[i] for i in sorted(rng_for(seed, "vocoder-utterances").sample(range(len(records)), limit))]
 
     def analyse(record):
-        wave = corpus.read_wave(audio[record["id"]])
+        wave = manifest.read_wave(audio[record["id"]])
         target = mel.log_mel(wave)
         f0 = vocoder.f0_bins(wave, hop=mel.hop)
         frames = min(len(target), len(f0), sum(record["durations"]) * frames_per_unit)
@@ -222,30 +218,3 @@ def train_unit_mel(settings: dict, seed: int, inputs: dict, out: Path, threads: 
         "speakers": speakers,
         "history": history,
     }
-
-
-def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult:
-    settings = cfg["vocoder"]
-    torch.set_num_threads(max(1, threads))
-    with atomic_directory(outputs["vocoder"]) as out:
-        if settings["kind"] == "hifigan":
-            # trained elsewhere: install the configured checkpoint and prove it loads into our architecture
-            checkpoint = Path(settings["hifigan_checkpoint"])
-            for name in (vocoder.WEIGHTS, vocoder.CONFIG):
-                if not (checkpoint / name).is_file():
-                    raise ValueError(f"vocoder.hifigan_checkpoint: {checkpoint} has no {name}")
-                shutil.copyfile(checkpoint / name, out / name)
-            vocoder.load(out)
-            report = {"kind": "hifigan", "checkpoint": str(checkpoint)}
-        else:
-            report = train_unit_mel(settings, cfg["seed"], inputs, out, threads)
-        history = report.pop("history", [])
-        # wall time goes to MLflow only: the report is a versioned output and must be identical on a rerun
-        seconds = report.pop("seconds", None)
-        write_json(report, out / "train_report.json")
-    metrics = {}
-    if "loss_end" in report:
-        metrics = {f"{name}_end": value for name, value in report["loss_end"].items()}
-        metrics.update({f"{name}_start": value for name, value in report["loss_start"].items()})
-        metrics["seconds"] = seconds
-    return StageResult(metrics=metrics, artifacts=[Path(outputs["vocoder"]) / "train_report.json"], history=history)

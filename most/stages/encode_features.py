@@ -16,8 +16,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from most.data import manifest
 from most.io import atomic_directory, write_json
-from most.speech import corpus, feature_store
+from most.speech import feature_store
 from most.speech.features import make_features
 from most.stages import StageResult
 
@@ -34,13 +35,13 @@ def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult
     audio_seconds = 0.0
     training: list[torch.Tensor] = []
     with atomic_directory(outputs["features"]) as out:
-        for split in corpus.manifest_splits(inputs["prepare"]):
-            rows = corpus.rows(inputs["prepare"], [split])
+        for split in manifest.splits(inputs["prepare"]):
+            rows = manifest.rows(inputs["prepare"], [split])
             frames: list[torch.Tensor] = []
             seconds = 0.0
             for start in tqdm(range(0, len(rows), BATCH), desc=f"features of {split}", unit="batch", mininterval=5):
                 batch = rows[start : start + BATCH]
-                waves = [corpus.read_wave(row) for row in batch]
+                waves = [manifest.read_wave(row) for row in batch]
                 seconds += sum(len(wave) for wave in waves) / 16000
                 frames += features.unnormalized(waves, [row["id"] for row in batch])
             feature_store.save_split(out, split, [row["id"] for row in rows], frames)

@@ -1,4 +1,5 @@
-"""Stages `posttrain` (stage 1: ASR/TTS/text LM from the graft) and `instruct` (stage 2: instructions).
+"""The runner of the two training stages, `posttrain` (stage 1: ASR/TTS/text LM from the graft)
+and `instruct` (stage 2: instructions).
 
 Checkpoints live in `results/<run>/checkpoints/<stage>-<config digest>/`, outside the stage's output
 (Snakemake deletes a failed job's outputs; the checkpoints must survive a kill), keyed by the stage's
@@ -19,8 +20,8 @@ from safetensors.torch import load_file
 
 from most.io import atomic_directory, write_json
 from most.plots import expert_load_heatmap
-from most.stages import StageResult, process_rank
 from most.speech.feature_store import with_frames
+from most.stages import StageResult, process_rank
 from most.train.data import task_rows
 from most.train.history import LOSS_CURVE, StepHistory, loss_curve
 from most.train.loop import LoopSettings, checkpoint_step, latest_checkpoint, train

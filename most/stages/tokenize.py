@@ -13,8 +13,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from most.data import manifest
 from most.io import atomic_directory, write_json
-from most.speech import corpus, feature_store
+from most.speech import feature_store
 from most.speech.units import UnitTokenizer
 from most.stages import StageResult
 
@@ -38,11 +39,11 @@ def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult
     }
     audio_seconds = 0.0
     with atomic_directory(outputs["tokens"]) as out:
-        for split in corpus.manifest_splits(inputs["prepare"]):
+        for split in manifest.splits(inputs["prepare"]):
             cached = feature_store.load_split(Path(inputs["features"]), split)
             records = []
             unit_count = frames = 0
-            for row in tqdm(corpus.rows(inputs["prepare"], [split]), desc=f"tokenizing {split}", unit="utt", mininterval=5):
+            for row in tqdm(manifest.rows(inputs["prepare"], [split]), desc=f"tokenizing {split}", unit="utt", mininterval=5):
                 if row["id"] not in cached:
                     raise ValueError(f"tokenize: utterance {row['id']} of {split} has no cached features in {inputs['features']}")
                 units, durations = tokenizer.units_of(cached[row["id"]])

@@ -1,7 +1,10 @@
-"""The registry of pipeline stages: what each reads, which code it runs, where its outputs go.
+"""The pipeline's stages: this registry (what each reads, which code it runs, where its outputs go)
+and one thin module per stage, `most.stages.<stage>`, whose `run(cfg, inputs, outputs, threads)`
+calls the libraries (`most.data`, `most.speech`, `most.model`, `most.train`, `most.evaluate`).
 
-One place that the CLI, the Snakemake rules (through workflow/rules/common.smk) and the
-dvc.yaml generator share. Importing it must stay cheap: every SLURM job re-parses the Snakefile.
+The registry is the one source of the DAG: the CLI, the Snakemake rules (through
+workflow/rules/common.smk) and the dvc.yaml export read it. Importing this package must stay cheap
+(every SLURM job re-parses the Snakefile): it imports no stage module.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from most.config import REPO_ROOT
+from most import REPO_ROOT
 
 
 def process_rank() -> int:
@@ -34,9 +37,9 @@ class StageResult:
 @dataclass(frozen=True)
 class Stage:
     name: str
-    module: str  # holds `run(cfg, inputs, outputs, threads)`
+    module: str  # most.stages.<name>: holds `run(cfg, inputs, outputs, threads)`
     reads: tuple[str, ...]  # top-level config sections in the stage's view
-    code: tuple[str, ...]  # sub-packages and modules of most/ whose source the outputs depend on
+    code: tuple[str, ...]  # the libraries (packages, modules of most/) whose source the outputs depend on, beside `module`
     inputs: tuple[str, ...]  # names of upstream outputs it reads (keys of OUTPUTS)
     outputs: tuple[str, ...]  # names of the outputs it writes; the first is its main output
     summary: str
@@ -68,10 +71,10 @@ OUTPUTS: dict[str, str] = {
 }
 
 _DATA_CODE = ("most/data", "most/io.py", "most/rng.py")
-_SPEECH_CODE = ("most/speech", "most/io.py", "most/rng.py")
-_MODEL_CODE = ("most/model", "most/speech/corpus.py", "most/speech/feature_store.py", "most/io.py", "most/rng.py")
+_SPEECH_CODE = ("most/speech", "most/data/manifest.py", "most/io.py", "most/rng.py")
+_MODEL_CODE = ("most/model", "most/data/manifest.py", "most/speech/feature_store.py", "most/io.py", "most/rng.py")
 # the base LM is transformers' DeepseekV2ForCausalLM: of most/model it uses only these two files
-_BASE_LM_CODE = ("most/model/pretrain_base.py", "most/model/sequences.py", "most/speech/corpus.py", "most/io.py", "most/rng.py")
+_BASE_LM_CODE = ("most/model/base_lm.py", "most/model/sequences.py", "most/data/manifest.py", "most/io.py", "most/rng.py")
 # training decodes dev ASR with the evaluation code (and what it imports); the rest of most/evaluate is not its concern
 _SCORING_CODE = (
     "most/evaluate/normalize.py",
@@ -88,6 +91,7 @@ _TRAIN_CODE = (
     "most/model",
     *_SCORING_CODE,
     "most/speech/feature_store.py",
+    "most/data/manifest.py",
     "most/data/sources.py",
     "most/plots.py",
     "most/io.py",
@@ -99,6 +103,7 @@ _EVAL_CODE = (
     "most/model",
     "most/speech",
     "most/data/audio.py",
+    "most/data/manifest.py",
     "most/data/sources.py",
     "most/plots.py",
     "most/io.py",
@@ -110,16 +115,16 @@ STAGES: dict[str, Stage] = {
     for stage in (
         Stage(
             "download",
-            "most.data.download",
+            "most.stages.download",
             ("seed", "download"),
-            _DATA_CODE,
+            _DATA_CODE + ("most/world",),  # the embedded corpus's texts
             (),
             ("download",),
             "fetch hub/local sources or synthesize the embedded corpus",
         ),
         Stage(
             "prepare",
-            "most.data.prepare",
+            "most.stages.prepare",
             ("prepare",),
             _DATA_CODE,
             ("download",),
@@ -128,7 +133,7 @@ STAGES: dict[str, Stage] = {
         ),
         Stage(
             "encode_features",
-            "most.speech.encode_features",
+            "most.stages.encode_features",
             ("units",),
             _SPEECH_CODE,
             ("prepare",),
@@ -137,7 +142,7 @@ STAGES: dict[str, Stage] = {
         ),
         Stage(
             "fit_units",
-            "most.speech.fit_units",
+            "most.stages.fit_units",
             ("seed", "units"),
             _SPEECH_CODE,
             ("features",),
@@ -146,7 +151,7 @@ STAGES: dict[str, Stage] = {
         ),
         Stage(
             "tokenize",
-            "most.speech.tokenize",
+            "most.stages.tokenize",
             ("units",),
             _SPEECH_CODE,
             ("prepare", "features", "kmeans"),
@@ -155,7 +160,7 @@ STAGES: dict[str, Stage] = {
         ),
         Stage(
             "train_vocoder",
-            "most.speech.train_vocoder",
+            "most.stages.train_vocoder",
             ("seed", "vocoder"),
             _SPEECH_CODE + ("most/data/sources.py",),  # the output voice's rows
             ("prepare", "tokens"),
@@ -164,7 +169,7 @@ STAGES: dict[str, Stage] = {
         ),
         Stage(
             "unit_ceiling",
-            "most.speech.ceiling",
+            "most.stages.unit_ceiling",
             ("seed", "judge", "voice", "ceiling"),
             _SPEECH_CODE + ("most/data/sources.py", "most/evaluate/normalize.py", "most/evaluate/stats.py"),
             ("prepare", "kmeans", "vocoder"),
@@ -173,7 +178,7 @@ STAGES: dict[str, Stage] = {
         ),
         Stage(
             "pretrain_base",
-            "most.model.pretrain_base",
+            "most.stages.pretrain_base",
             ("seed", "base_lm"),
             _BASE_LM_CODE,
             ("prepare",),
@@ -182,7 +187,7 @@ STAGES: dict[str, Stage] = {
         ),
         Stage(
             "graft",
-            "most.model.graft",
+            "most.stages.graft",
             ("seed", "model"),
             _MODEL_CODE + ("most/speech/units.py", "most/speech/features.py", "most/speech/kmeans.py"),  # the unit centroids
             ("prepare", "tokens", "features", "kmeans", "base_lm"),
@@ -191,7 +196,7 @@ STAGES: dict[str, Stage] = {
         ),
         Stage(
             "posttrain",
-            "most.train.posttrain",
+            "most.stages.posttrain",
             ("seed", "tasks", "posttrain"),
             _TRAIN_CODE,
             ("prepare", "tokens", "features", "graft"),
@@ -200,7 +205,7 @@ STAGES: dict[str, Stage] = {
         ),
         Stage(
             "instruct",
-            "most.train.instruct",
+            "most.stages.instruct",
             ("seed", "tasks", "instruct"),
             _TRAIN_CODE,
             ("prepare", "tokens", "features", "posttrain"),
@@ -209,7 +214,7 @@ STAGES: dict[str, Stage] = {
         ),
         Stage(
             "eval_asr",
-            "most.evaluate.asr",
+            "most.stages.eval_asr",
             ("seed", "tasks", "evaluate"),
             _EVAL_CODE,
             ("prepare", "tokens", "features", "kmeans", "instruct"),
@@ -218,7 +223,7 @@ STAGES: dict[str, Stage] = {
         ),
         Stage(
             "eval_tts",
-            "most.evaluate.tts",
+            "most.stages.eval_tts",
             ("seed", "tasks", "judge", "voice", "evaluate"),
             _EVAL_CODE,
             ("prepare", "tokens", "kmeans", "vocoder", "instruct"),
@@ -227,7 +232,7 @@ STAGES: dict[str, Stage] = {
         ),
         Stage(
             "eval_audio_lm",
-            "most.evaluate.audio_lm",
+            "most.stages.eval_audio_lm",
             ("seed", "tasks", "evaluate"),
             _EVAL_CODE,
             ("tokens", "instruct"),
@@ -236,7 +241,7 @@ STAGES: dict[str, Stage] = {
         ),
         Stage(
             "eval_spoken_qa",
-            "most.evaluate.spoken_qa",
+            "most.stages.eval_spoken_qa",
             ("seed", "tasks", "judge", "voice", "evaluate"),
             _EVAL_CODE,
             ("prepare", "tokens", "features", "kmeans", "vocoder", "instruct"),
@@ -245,7 +250,7 @@ STAGES: dict[str, Stage] = {
         ),
         Stage(
             "report",
-            "most.evaluate.report",
+            "most.stages.report",
             # everything the reported numbers depend on, for the config hash (resources and tracking do not)
             (
                 "run",
@@ -271,7 +276,7 @@ STAGES: dict[str, Stage] = {
         ),
         Stage(
             "ablations",
-            "most.evaluate.ablations",
+            "most.stages.ablations",
             # model and base_lm: a variant may start from a base pretrained and grafted with them changed
             ("seed", "model", "base_lm", "tasks", "posttrain", "evaluate", "ablations"),
             _EVAL_CODE,
@@ -319,10 +324,15 @@ def upstream_stages(stage: str) -> list[str]:
     return [name for name in STAGES if name in found]
 
 
+def code_paths(stage: str) -> list[str]:
+    """The sources the stage runs, relative to the checkout: its own module, then its libraries."""
+    return [STAGES[stage].module.replace(".", "/") + ".py", *STAGES[stage].code]
+
+
 def code_digest(stage: str) -> str:
-    """sha256 over the Python sources the stage runs: a code edit there reruns the stage."""
+    """sha256 over the Python sources the stage runs (`code_paths`): a code edit there reruns the stage."""
     digest = hashlib.sha256()
-    for package in STAGES[stage].code:
+    for package in code_paths(stage):
         root = REPO_ROOT / package
         if not root.exists():
             raise FileNotFoundError(f"stage {stage}: code path {package} does not exist")

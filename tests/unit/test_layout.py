@@ -1,0 +1,53 @@
+"""The package's layout: stages apart from libraries, and no import cycle."""
+
+import pytest
+
+from most.stages import STAGES
+from tests.imports import REPO, imports_of, module_of
+
+MODULES = {module_of(path): imports_of(path) for path in sorted((REPO / "most").rglob("*.py"))}
+
+
+def test_every_stage_runs_from_its_own_module_in_most_stages():
+    for name, stage in STAGES.items():
+        assert stage.module == f"most.stages.{name}", name
+        assert stage.module in MODULES, f"{stage.module} does not exist"
+    assert {module for module in MODULES if module.startswith("most.stages.")} == {stage.module for stage in STAGES.values()}
+
+
+def test_no_library_imports_a_stage_module():
+    # stages call libraries, never the other way round (the registry itself, most.stages, is plumbing)
+    offenders = {
+        module: sorted(name for name in imported if name.startswith("most.stages."))
+        for module, imported in MODULES.items()
+        if not module.startswith("most.stages") and any(name.startswith("most.stages.") for name in imported)
+    }
+    assert offenders == {}
+
+
+def cycle_through(start: str) -> list[str] | None:
+    """A chain of imports from `start` back to itself, or None."""
+    pending, seen = [(start, [start])], set()
+    while pending:
+        module, chain = pending.pop()
+        for imported in MODULES.get(module, ()):
+            if imported == start:
+                return chain + [start]
+            if imported not in seen:
+                seen.add(imported)
+                pending.append((imported, chain + [imported]))
+    return None
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_no_module_imports_itself_through_others(module):
+    # a package's __init__ importing its own modules (re-exports) is not a cycle of the design
+    assert cycle_through(module) is None
+
+
+def test_the_cycle_check_finds_a_cycle():
+    MODULES["most.fake_a"], MODULES["most.fake_b"] = {"most.fake_b"}, {"most.fake_a"}
+    try:
+        assert cycle_through("most.fake_a") == ["most.fake_a", "most.fake_b", "most.fake_a"]
+    finally:
+        del MODULES["most.fake_a"], MODULES["most.fake_b"]
