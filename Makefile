@@ -2,24 +2,43 @@
 #   make run    create .venv, install, run the embedded pipeline (CPU, offline, minutes)
 #   make test   create .venv, install, run the unit tests and the integration smoke tests (minutes;
 #               the other integration tests: make test-integration; the end-to-end ones: make test-e2e)
-# Both are idempotent: the venv is rebuilt only when pyproject.toml changes.
+# Both are idempotent: the venv is reinstalled only when pyproject.toml or the lock changes.
+# The venv installs requirements/embedded.lock (hashed: core + embedded + dev); `make lock` regenerates
+# it, with requirements/cluster.lock (core only, for envs/most.yaml), after a change to pyproject.toml.
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed
+LOCK := requirements/embedded.lock
+CLUSTER_LOCK := requirements/cluster.lock
+UV ?= uv
 # Tools of the venv first on PATH, for the rules' `most` and for dvc's `snakemake` commands.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install run pull lint test test-integration test-e2e clean
+.PHONY: install lock run pull lint test test-integration test-e2e clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Every package from the lock, each checked against its hashes, then this checkout without deps;
+# last, uv (from the lock) checks, offline, that uv.lock still matches pyproject.toml's dependencies.
+$(STAMP): pyproject.toml uv.lock $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet --editable '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes --requirement $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --editable .
+	$(BIN)/uv lock --check --offline --quiet || { echo "uv.lock is out of date with pyproject.toml: run make lock" >&2; exit 1; }
 	touch $(STAMP)
+
+# uv.lock resolves every profile at once, keeping the versions it already holds (`uv lock --upgrade`
+# moves them); each profile's hashed requirements are exported from it, and the cluster lock's digest
+# goes into envs/most.yaml so that Snakemake rebuilds its conda environment. uv: the dev extra's
+# (.venv/bin is first on PATH) or uv==0.13.9 on PATH; it reads PyPI.
+lock:
+	$(UV) lock
+	$(UV) export --quiet --frozen --no-emit-project --extra embedded --extra dev --output-file $(LOCK)
+	$(UV) export --quiet --frozen --no-emit-project --output-file $(CLUSTER_LOCK)
+	sed -i "s|^# $(CLUSTER_LOCK) sha256: .*|# $(CLUSTER_LOCK) sha256: $$(sha256sum $(CLUSTER_LOCK) | cut -d' ' -f1)|" envs/most.yaml
 
 run: $(STAMP)
 	$(BIN)/snakemake --cores all
