@@ -4,7 +4,8 @@ nested under a stage for the trainings one stage compares (`child_run`).
 Snakemake's `onstart` hook (main process only) creates the parent run with `start_pipeline` and
 exports it to every job through environment variables; each `most <stage>` opens a child run with
 `stage_run`; `onsuccess`/`onerror` close the parent with `end_pipeline`. A stage run by hand, with
-no parent in the environment, makes a standalone run.
+no parent in the environment, makes a standalone run. A stage's run lists the upstream outputs it
+reads as its input datasets (MLflow's Datasets), each with its `tree_md5` content digest.
 
 The URI is MLFLOW_TRACKING_URI, else the config's tracking.uri, else an sqlite file
 `results/mlflow.db` (absolute path) beside the run outputs. `tracking.enabled: false` turns all of
@@ -25,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from most.config import flatten
+from most.stages import input_context
 from most.io import tree_md5
 
 log = logging.getLogger(__name__)
@@ -35,8 +37,11 @@ ENV_URI = "MLFLOW_TRACKING_URI"
 ENV_EXPERIMENT = "MLFLOW_EXPERIMENT_NAME"
 MAX_PARAM_LENGTH = 6000
 PARAM_BATCH = 100
-# MLflow 3's UI opens an experiment without this tag in its GenAI view (traces, judges, prompts) and
-# hides the training runs under "Evaluation runs"; with it, the experiment opens on its runs
+# The experiment's kind, "Machine learning" in MLflow's UI (the value its own kind selector writes).
+# Earlier MLflow 3 UIs read it to open an experiment on its runs rather than its GenAI view. The
+# 3.17.2 UI ignores it there: its sidebar switch "GenAI | Model training" decides, kept in the
+# browser (localStorage mlflow.workflowType, GenAI by default) or set by the page address's
+# `?workflowType=machine_learning` (see `ui_route`).
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 
 
@@ -46,6 +51,11 @@ def resolve_uri(tracking: dict) -> str:
     if tracking.get("uri"):
         return tracking["uri"]
     return f"sqlite:///{Path.cwd() / 'results' / 'mlflow.db'}"
+
+
+def ui_route(experiment_id: str) -> str:
+    """The MLflow UI's address (after the server's) of the experiment's training runs view."""
+    return f"#/experiments/{experiment_id}?workflowType=machine_learning"
 
 
 def settings_from_env() -> dict | None:
@@ -131,6 +141,36 @@ def _log_artifacts(client, run_id: str, paths, folder: str | None = None) -> Non
             client.log_artifact(run_id, str(path), artifact_path=folder)
 
 
+def input_digests(stage: str, inputs: dict) -> dict[str, str]:
+    """The content hash (`tree_md5`, as the lineage records use) of each input that exists. One
+    that does not is left out with a warning, not hashed as empty: a stage that needs it fails on its
+    own, and graft's `base_lm` is absent by design where the base model comes from the hub."""
+    digests = {}
+    for name, path in sorted(inputs.items()):
+        if Path(path).exists():
+            digests[name] = tree_md5(path)
+        else:
+            log.warning("stage %s: input %s (%s) does not exist; its MLflow run does not list it", stage, name, path)
+    return digests
+
+
+def _log_input_datasets(client, run_id: str, stage: str, inputs: dict, digests: dict[str, str]) -> None:
+    """Each input the stage reads, as a dataset of the run (name, local source, content digest)."""
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.data.sources import LocalArtifactDatasetSource
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    context = InputTag(key=MLFLOW_DATASET_CONTEXT, value=input_context(stage))
+    datasets = []
+    for name, digest in sorted(digests.items()):
+        source = LocalArtifactDatasetSource(str(Path(inputs[name]).resolve()))
+        dataset = MetaDataset(source, name=name, digest=digest)
+        datasets.append(DatasetInput(dataset=Dataset(**dataset.to_dict()), tags=[context]))
+    if datasets:
+        client.log_inputs(run_id, datasets=datasets)
+
+
 # --------------------------------------------------------------------------------------------
 # pipeline (parent) runs
 
@@ -157,7 +197,7 @@ def start_pipeline(config: dict, snakemake_version: str = "") -> str | None:
     _log_params(client, run.info.run_id, config)
     _log_artifacts(client, run.info.run_id, [Path("config") / "config.yaml"], "config")
     os.environ[ENV_PARENT] = run.info.run_id
-    log.info("MLflow parent run %s at %s", run.info.run_id, uri)
+    log.info("MLflow parent run %s at %s (in the MLflow UI: %s)", run.info.run_id, uri, ui_route(experiment_id))
     return run.info.run_id
 
 
@@ -241,12 +281,13 @@ def stage_run(
     client, uri = _client(tracking)
     experiment_id = _experiment_id(client, os.environ.get(ENV_EXPERIMENT) or tracking["experiment"], uri)
     parent = os.environ.get(ENV_PARENT)
+    digests = input_digests(stage, inputs)
     tags = {
         **git_state(),
         "most.kind": "stage",
         "most.stage": stage,
         "host": platform.node(),
-        **{f"input.{name}.md5": tree_md5(path) for name, path in sorted(inputs.items()) if Path(path).exists()},
+        **{f"input.{name}.md5": digest for name, digest in digests.items()},
     }
     if parent:
         tags["mlflow.parentRunId"] = parent
@@ -254,11 +295,12 @@ def stage_run(
         tags["slurm.job_id"] = os.environ["SLURM_JOB_ID"]
     run = client.create_run(experiment_id, run_name=stage, tags=tags)
     run_id = run.info.run_id
-    _log_params(client, run_id, view)
     status = "FAILED"
     global _active
-    _active = StageRun(client, run_id, parent)
-    try:
+    try:  # from here on the run ends FINISHED or FAILED, never left RUNNING
+        _log_params(client, run_id, view)
+        _log_input_datasets(client, run_id, stage, inputs, digests)
+        _active = StageRun(client, run_id, parent)
         yield _active
         status = "FINISHED"
     finally:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -12,10 +13,12 @@ from pathlib import Path
 import pytest
 import yaml
 from filelock import FileLock
+from snakemake.utils import update_config
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-SIZE_DIVISOR = 50  # the tiny corpus: 1/50 of the embedded default
+TINY_CONFIG = REPO / ".test" / "config" / "config.yaml"
+TINY_RESULTS = Path("results") / yaml.safe_load(TINY_CONFIG.read_text())["run"]  # the tiny run's outputs, in a repository copy
 
 
 # every stage of the embedded default, in pipeline order
@@ -40,43 +43,10 @@ STAGES = (
 
 
 def tiny_config() -> dict:
-    """config/config.yaml shrunk to seconds per stage: 1/50 of the corpus, few units, short training."""
+    """config/config.yaml with .test/config/config.yaml merged over it, as Snakemake merges a
+    `--configfile`: the embedded default shrunk to seconds per stage."""
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    sizes = config["download"]["embedded"]["sizes"]
-    for key, value in sizes.items():
-        sizes[key] = max(2, value // SIZE_DIVISOR)
-    config["units"].update(k=64, sample_frames=5000, init_frames=2000, kmeans_steps=40, batch_frames=1024)
-    config["vocoder"].update(steps=20, batch_size=8)
-    config["ceiling"].update(max_utterances=2, samples=1)
-    config["base_lm"].update(tokenizer_vocab_size=400, hidden_size=32, num_layers=2, steps=10, batch_size=8, eval_sentences=4)
-    config["model"].update(calibration_sentences=8, eval_sentences=4)
-    for stage in ("posttrain", "instruct"):
-        config[stage].update(
-            steps=6,
-            tokens_per_batch=512,
-            warmup_steps=1,
-            checkpoint_every=3,
-            eval_every=3,
-            dev_examples=4,
-            dev_asr_utterances=2,
-            max_new_tokens=8,
-        )
-    config["evaluate"].update(
-        asr_utterances=4,
-        max_new_tokens=8,
-        tts_utterances=3,
-        tts_max_units=30,
-        keep_wavs=1,
-        qa_questions=3,
-        qa_speech_answers=2,
-        qa_max_new_tokens=8,
-    )
-    config["ablations"].update(steps=4, seeds=[1, 2], asr_utterances=3)
-    sizes["tts_test_sentences"] = config["evaluate"]["tts_utterances"]  # the TTS test speaks the output voice's test texts
-    # a tiny stage is mostly interpreter start-up (one core): one CPU per job lets Snakemake and SLURM
-    # run independent stages side by side
-    for resources in config["resources"].values():
-        resources["cpus"] = 1
+    update_config(config, yaml.safe_load(TINY_CONFIG.read_text()))
     return config
 
 
@@ -137,24 +107,33 @@ def git_init(repo: Path) -> None:
 
 
 def snakemake_plan(repo: Path, *args: str) -> set[str]:
-    """Jobs a dry run would execute, as `rule` or `rule[wildcards]` (the `all` target left out)."""
-    result = run(["snakemake", "-n", *args], repo)
-    return jobs_in(result.stdout + result.stderr)
+    """Jobs a dry run would execute, as `rule` or `rule[wildcards]` (the `all` target left out), read
+    from the plan column of Snakemake's `--detailed-summary`."""
+    result = run(["snakemake", "--detailed-summary", *args], repo)
+    rows = csv.DictReader(io.StringIO(result.stdout), delimiter="\t")
+    return {job_of(row["rule"], Path(row["output_file"])) for row in rows if row["plan"] == "update pending" and row["rule"] != "all"}
 
 
-def jobs_in(output: str) -> set[str]:
-    """Jobs named in Snakemake's output (planned or run), as `rule` or `rule[wildcards]`, `all` left out."""
-    jobs, current = [], None
-    for line in output.splitlines():
-        match = re.match(r"^(?:local)?rule (\w+):$", line)
-        if match:
-            current = match.group(1)
-            jobs.append(current)
-        elif current and line.strip().startswith("wildcards:"):
-            jobs[-1] = f"{current}[{line.split(':', 1)[1].strip()}]"
-        elif not line.startswith(" "):
-            current = None
-    return {job for job in jobs if job != "all"}
+def job_of(rule: str, output: Path) -> str:
+    # stage_config is the one rule with a wildcard: {stage} is its output's (and benchmark's) name
+    return f"stage_config[stage={output.stem}]" if rule == "stage_config" else rule
+
+
+def snakemake_run(repo: Path, *args: str, check: bool = True) -> tuple[set[str], subprocess.CompletedProcess]:
+    """Run `snakemake --cores all *args` in `repo`; the jobs it ran, known by the benchmark files
+    Snakemake wrote for them (one per job), and the finished process."""
+    before = benchmark_times(repo)
+    result = run(["snakemake", "--cores", "all", *args], repo, check=check)
+    return {job for job, written in benchmark_times(repo).items() if before.get(job) != written}, result
+
+
+def benchmark_times(repo: Path) -> dict[str, int]:
+    run_name = yaml.safe_load((repo / "config" / "config.yaml").read_text())["run"]
+    root = repo / "results" / run_name / "benchmarks"
+    return {
+        job_of(path.parent.name if path.parent != root else path.stem, path): path.stat().st_mtime_ns
+        for path in (root.rglob("*.tsv") if root.exists() else [])
+    }
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker

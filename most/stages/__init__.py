@@ -288,6 +288,18 @@ STAGES: dict[str, Stage] = {
 }
 
 
+# how a stage uses the upstream outputs it reads (the context of its MLflow input datasets)
+_TRAINS_ON_INPUTS = frozenset({"fit_units", "train_vocoder", "pretrain_base", "posttrain", "instruct", "ablations"})
+_MEASURES_INPUTS = frozenset({"unit_ceiling", "eval_asr", "eval_tts", "eval_audio_lm", "eval_spoken_qa", "report"})
+
+
+def input_context(stage: str) -> str:
+    """ "training", "evaluation", or "input" for a stage that only transforms what it reads."""
+    if stage in _TRAINS_ON_INPUTS:
+        return "training"
+    return "evaluation" if stage in _MEASURES_INPUTS else "input"
+
+
 def builds_base_lm(config: dict) -> bool:
     """The embedded default pretrains its base LM; a hub or folder base is loaded by graft directly."""
     return config["model"]["base"] == "embedded"
@@ -342,6 +354,11 @@ def code_digest(stage: str) -> str:
             digest.update(path.read_bytes())
             digest.update(b"\0")
     return digest.hexdigest()[:16]
+
+
+def is_folder(output: str) -> bool:
+    """Whether output `output` is a folder (a path without a file suffix) rather than one file."""
+    return Path(OUTPUTS[output]).suffix == ""
 
 
 def output_path(run: str, output: str) -> Path:

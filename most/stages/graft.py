@@ -1,16 +1,9 @@
-"""Stage `graft`: a pretrained MoE text LM becomes a MoST model.
+"""Stage `graft`: the base (the embedded base LM, or `model.base` from the hub or a folder) becomes a
+MoST model (`most.model.graft`: expert assignment, unit tokens, written tensor by tensor).
 
-The base (`DeepseekV2ForCausalLM` or `Qwen2MoeForCausalLM`, a folder or a hub id, safetensors in its
-own dtype) gives every weight; the routed experts are assigned to the text and audio groups by
-`model.expert_assignment`:
-- `index`: experts 0..E/2-1 text, the rest audio (the paper);
-- `usage`: per layer, the E/2 experts text tokens of a calibration set use most stay text;
-- `duplicate`: the text group is all E original experts, the audio group their copies (2E experts).
-Unit tokens and markers are appended to the tokenizer (`most.model.layout`). The report checks the
-graft: with `plain` routing the text logits equal the base model's (every assignment), and with the
-configured routing the held-out text perplexity sits beside the base model's. The stage holds
-one model at a time: the graft is written tensor by tensor from the base's files (`write_graft`),
-so a 16B base needs about its own size in memory, not four times it.
+Output: `graft/model/` (a transformers checkpoint with its tokenizer) and `graft/report.json`: with
+`plain` routing the text logits equal the base model's, and with the configured routing the held-out
+text perplexity sits beside the base model's.
 """
 
 from __future__ import annotations

@@ -1,12 +1,5 @@
-"""Stage `train_vocoder`: train the unit-to-mel vocoder on the training set (or install HiFi-GAN weights).
-
-Training data are (units, run lengths, log-mel, F0) of the training utterances of the output voice
-(`sources.output_voice_rows`), all or a seeded sample of `vocoder.max_utterances`: the units and run
-lengths come from `tokenize`, the log-mel and F0 targets from the audio. One step takes a batch of
-utterances of similar length (sorted by length, a random window: little padding). The loss is L1 on
-the normalized log-mel, squared error on log run lengths, and cross-entropy on F0 bins; the decoder
-sees the true F0 while training (teacher forcing) and the F0 predictor's contour when speaking
-(`voice.f0: predicted`).
+"""Stage `train_vocoder`: the unit-to-mel vocoder trained on the output voice's training utterances
+(`most.speech.vocoder_training`), or the unit HiFi-GAN weights installed where `vocoder.kind` says so.
 """
 
 from __future__ import annotations

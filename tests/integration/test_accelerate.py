@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from tests.conftest import REPO, run
+from tests.conftest import TINY_RESULTS, REPO, run
 
 TWO_CPU_PROCESSES = [
     "accelerate",
@@ -56,7 +56,7 @@ def test_a_training_stage_on_two_processes_matches_one(ran_repo, tmp_path):
     config, and its bf16 would be autocast on the CPU too."""
     ddp = tmp_path / "ddp.yaml"
     ddp.write_text((REPO / "config" / "accelerate" / "ddp.yaml").read_text().replace("mixed_precision: bf16", "mixed_precision: 'no'"))
-    results = ran_repo / "results" / "embedded"
+    results = ran_repo / TINY_RESULTS
     stage = ["posttrain", "--config", str(results / "config" / "posttrain.yaml"), "--prepare", str(results / "prepare")]
     stage += ["--tokens", str(results / "units" / "tokens"), "--features", str(results / "units" / "features")]
     stage += ["--graft", str(results / "graft"), "--output", str(tmp_path / "posttrain")]

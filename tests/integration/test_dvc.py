@@ -8,7 +8,7 @@ import yaml
 
 from most import config
 from most.stages import STAGES, default_stages, output_path, stage_inputs
-from tests.conftest import REPO, edit_config, jobs_in, run, snakemake_plan
+from tests.conftest import TINY_RESULTS, REPO, edit_config, run, snakemake_plan, snakemake_run
 
 
 @pytest.mark.smoke
@@ -53,11 +53,11 @@ def test_dvc_status_agrees_after_a_snakemake_run(ran_repo):
 
 
 def test_dvc_metrics_and_plots_read_the_report_and_training_curves_and_diff_revisions(fresh_copy):
-    results = fresh_copy / "results" / "embedded"
+    results = fresh_copy / TINY_RESULTS
     report = json.loads((results / "report.json").read_text())
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], fresh_copy).stdout)[""]["data"]  # "": the workspace
-    assert shown["results/embedded/report.json"]["data"]["asr"]["wer"]["value"] == report["asr"]["wer"]["value"]
-    assert shown["results/embedded/posttrain/summary.json"]["data"]["dev_asr_wer"] == report["training"]["posttrain"]["dev_asr_wer"]
+    assert shown[f"{TINY_RESULTS}/report.json"]["data"]["asr"]["wer"]["value"] == report["asr"]["wer"]["value"]
+    assert shown[f"{TINY_RESULTS}/posttrain/summary.json"]["data"]["dev_asr_wer"] == report["training"]["posttrain"]["dev_asr_wer"]
     plots = json.loads(run(["dvc", "plots", "show", "--json"], fresh_copy).stdout)
     assert "errors" not in plots, plots.get("errors")
     points = plots["data"]["training loss"][0]["content"]["data"]["values"]
@@ -72,8 +72,8 @@ def test_dvc_metrics_and_plots_read_the_report_and_training_curves_and_diff_revi
     report["asr"]["wer"]["value"] = 2.5
     (results / "report.json").write_text(json.dumps(report))
     changed = json.loads(run(["dvc", "metrics", "diff", "HEAD", "--json"], fresh_copy).stdout)
-    assert list(changed) == ["results/embedded/report.json"] and list(changed["results/embedded/report.json"]) == ["asr.wer.value"]
-    assert changed["results/embedded/report.json"]["asr.wer.value"] == {"old": committed, "new": 2.5, "diff": 2.5 - committed}
+    assert list(changed) == [f"{TINY_RESULTS}/report.json"] and list(changed[f"{TINY_RESULTS}/report.json"]) == ["asr.wer.value"]
+    assert changed[f"{TINY_RESULTS}/report.json"]["asr.wer.value"] == {"old": committed, "new": 2.5, "diff": 2.5 - committed}
 
 
 def locked(repo, stages):
@@ -85,20 +85,20 @@ def test_dvc_repro_in_a_fresh_clone_gives_byte_identical_outputs(ran_repo, tmp_p
     run(["git", "clone", "-q", str(ran_repo), str(clone)], tmp_path)
     assert not (clone / "dvc.lock").exists()
     run(["dvc", "repro"], clone)
-    ours, theirs = ran_repo / "results" / "embedded" / "prepare", clone / "results" / "embedded" / "prepare"
+    ours, theirs = ran_repo / TINY_RESULTS / "prepare", clone / TINY_RESULTS / "prepare"
     files = sorted(p.relative_to(ours) for p in ours.rglob("*") if p.is_file() and p.name != ".snakemake_timestamp")
     assert any(f.parts[0] == "manifests" for f in files)
     mismatch = [str(f) for f in files if not filecmp.cmp(ours / f, theirs / f, shallow=False)]
     assert mismatch == []
     for report in ("units/ceiling.json", "graft/report.json", "base_lm/pretrain_report.json", "instruct/model/model.safetensors"):
-        assert (ran_repo / "results" / "embedded" / report).read_bytes() == (clone / "results" / "embedded" / report).read_bytes(), report
+        assert (ran_repo / TINY_RESULTS / report).read_bytes() == (clone / TINY_RESULTS / report).read_bytes(), report
     # training summaries carry wall time (seconds, tokens/s); every other number is reproduced
     for stage in ("posttrain", "instruct"):
-        ours, theirs = (json.loads((repo / "results" / "embedded" / stage / "summary.json").read_text()) for repo in (ran_repo, clone))
+        ours, theirs = (json.loads((repo / TINY_RESULTS / stage / "summary.json").read_text()) for repo in (ran_repo, clone))
         timing = ("seconds", "tokens_per_second")
         assert {k: v for k, v in ours.items() if k not in timing} == {k: v for k, v in theirs.items() if k not in timing}
     # every number of the report (its provenance and the stage times aside)
-    ours, theirs = (json.loads((repo / "results" / "embedded" / "report.json").read_text()) for repo in (ran_repo, clone))
+    ours, theirs = (json.loads((repo / TINY_RESULTS / "report.json").read_text()) for repo in (ran_repo, clone))
     assert {k: ours[k] for k in ("asr", "tts", "audio_lm", "spoken_qa")} == {k: theirs[k] for k in ("asr", "tts", "audio_lm", "spoken_qa")}
     untimed = ("download", "prepare", "encode_features", "fit_units", "tokenize", "train_vocoder", "unit_ceiling", "pretrain_base", "graft")
     assert locked(ran_repo, untimed) == locked(clone, untimed)
@@ -109,11 +109,11 @@ def test_dvc_repro_in_a_fresh_clone_gives_byte_identical_outputs(ran_repo, tmp_p
 def test_outputs_dvc_already_cached_keep_their_modification_times(fresh_copy):
     """A rerun that reproduces bytes DVC cached before (here the ceiling, then the report): the commit
     links the output to the older cache object; its time must stay the new one, or Snakemake reruns."""
-    ceiling = fresh_copy / "results" / "embedded" / "units" / "ceiling.json"
+    ceiling = fresh_copy / TINY_RESULTS / "units" / "ceiling.json"
     before = ceiling.read_bytes()
-    result = run(["snakemake", "--cores", "all", "--forcerun", "unit_ceiling"], fresh_copy)
-    assert jobs_in(result.stdout + result.stderr) == {"unit_ceiling", "report"} and ceiling.read_bytes() == before
-    report = fresh_copy / "results" / "embedded" / "report.json"
+    ran, _ = snakemake_run(fresh_copy, "--forcerun", "unit_ceiling")
+    assert ran == {"unit_ceiling", "report"} and ceiling.read_bytes() == before
+    report = fresh_copy / TINY_RESULTS / "report.json"
     assert report.stat().st_mtime_ns >= ceiling.stat().st_mtime_ns
     assert snakemake_plan(fresh_copy) == set()
     assert "Data and pipelines are up to date" in run(["dvc", "status"], fresh_copy).stdout
@@ -133,7 +133,7 @@ def test_a_pushed_run_pulled_into_a_fresh_clone_is_up_to_date_and_still_reruns_o
     run(["make", "-o", ".venv/.installed", "pull"], clone)
     assert "Data and pipelines are up to date" in run(["dvc", "status"], clone).stdout
     assert snakemake_plan(clone) == set()
-    report = "results/embedded/report.json"
+    report = f"{TINY_RESULTS}/report.json"
     assert (clone / report).read_bytes() == (fresh_copy / report).read_bytes()
     # Snakemake knows the pulled run: one evaluation setting reruns the evaluations only
     edit_config(clone, lambda c: c["evaluate"].__setitem__("tts_top_k", 5))

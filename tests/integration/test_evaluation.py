@@ -13,14 +13,14 @@ from mlflow import MlflowClient
 from most.evaluate.normalize import word_error_rate
 from most.evaluate.spoken_qa import scored
 from most.evaluate.stats import chance_pairing
-from tests.conftest import run, snakemake_plan, tiny_config
+from tests.conftest import TINY_RESULTS, run, snakemake_plan, tiny_config
 
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
 HEADLINE = [("asr", "wer"), ("tts", "wer"), ("audio_lm", "accuracy"), ("spoken_qa", "s2t_accuracy"), ("spoken_qa", "s2s_accuracy")]
 
 
 def results(repo) -> Path:
-    return repo / "results" / "embedded"
+    return repo / TINY_RESULTS
 
 
 @pytest.mark.smoke

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import REPO, STAGES, copy_repo, git_init, run, tiny_config, write_config
+from tests.conftest import TINY_RESULTS, REPO, STAGES, copy_repo, git_init, run, tiny_config, write_config
 
 pytestmark = [pytest.mark.slurm, pytest.mark.e2e]  # about six minutes: `make test-e2e`
 CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
@@ -50,11 +50,11 @@ def test_every_stage_runs_as_a_slurm_job_with_the_same_results(cluster, ran_repo
     assert "has been submitted with SLURM jobid" in log
     for stage in STAGES:
         assert list((repo / "results" / "slurm-logs" / f"rule_{stage}").glob("*.log")), f"no SLURM log for {stage}"
-    ours, local = repo / "results" / "embedded" / "prepare", ran_repo / "results" / "embedded" / "prepare"
+    ours, local = repo / TINY_RESULTS / "prepare", ran_repo / TINY_RESULTS / "prepare"
     files = sorted(p.relative_to(local) for p in local.rglob("*.json*"))
     assert files and [str(f) for f in files if not filecmp.cmp(ours / f, local / f, shallow=False)] == []
     # the same numbers as the local run (CPU determinism), the evaluations included
-    ours, local = (json.loads((r / "results" / "embedded" / "report.json").read_text()) for r in (repo, ran_repo))
+    ours, local = (json.loads((r / TINY_RESULTS / "report.json").read_text()) for r in (repo, ran_repo))
     assert {k: ours[k] for k in ("asr", "tts", "audio_lm", "spoken_qa")} == {k: local[k] for k in ("asr", "tts", "audio_lm", "spoken_qa")}
     client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'results' / 'mlflow.db'}")
     stage_runs = client.search_runs([client.get_experiment_by_name("most").experiment_id], "tags.`most.kind` = 'stage'")

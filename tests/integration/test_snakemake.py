@@ -11,7 +11,7 @@ import time
 import pytest
 
 from most import config as most_config
-from tests.conftest import STAGES, edit_config, env, jobs_in, run, snakemake_plan
+from tests.conftest import TINY_RESULTS, STAGES, edit_config, env, run, snakemake_plan, snakemake_run
 
 UNIT_STAGES = {"encode_features", "fit_units", "tokenize", "train_vocoder", "unit_ceiling"}
 UNITS_VIEWS = {"stage_config[stage=encode_features]", "stage_config[stage=fit_units]", "stage_config[stage=tokenize]"}
@@ -23,8 +23,8 @@ REPORT_VIEW = "stage_config[stage=report]"  # the report reads (and hashes) ever
 @pytest.mark.smoke
 def test_a_finished_run_leaves_nothing_to_do(ran_repo):
     for stage in STAGES:
-        assert (ran_repo / "results" / "embedded" / "logs" / f"{stage}.log").stat().st_size > 0
-        assert (ran_repo / "results" / "embedded" / "benchmarks" / f"{stage}.tsv").exists()
+        assert (ran_repo / TINY_RESULTS / "logs" / f"{stage}.log").stat().st_size > 0
+        assert (ran_repo / TINY_RESULTS / "benchmarks" / f"{stage}.tsv").exists()
     for output in (
         "download",
         "prepare",
@@ -35,7 +35,7 @@ def test_a_finished_run_leaves_nothing_to_do(ran_repo):
         "base_lm",
         "graft/model",
     ):
-        assert (ran_repo / "results" / "embedded" / output).is_dir()
+        assert (ran_repo / TINY_RESULTS / output).is_dir()
     started = time.monotonic()
     assert snakemake_plan(ran_repo) == set()
     assert time.monotonic() - started <= 5
@@ -43,7 +43,7 @@ def test_a_finished_run_leaves_nothing_to_do(ran_repo):
 
 @pytest.mark.smoke
 def test_the_embedded_corpus_is_complete_and_clean(ran_repo):
-    report = json.loads((ran_repo / "results" / "embedded" / "prepare" / "quality_report.json").read_text())
+    report = json.loads((ran_repo / TINY_RESULTS / "prepare" / "quality_report.json").read_text())
     assert report["skipped_total"] == 0 and report["rows"] == report["kept"]
     assert report["held_out_in_training"]["found"] == 0 and report["held_out_in_training"]["checked"] > 0
     assert set(report["splits"]) == {"train", "dev", "test", "test_neural"}
@@ -52,8 +52,7 @@ def test_the_embedded_corpus_is_complete_and_clean(ran_repo):
     speakers, output_texts, asr_texts = {}, {}, {}
     for split in ("train", "dev", "test", "test_neural"):
         rows = [
-            json.loads(line)
-            for line in (ran_repo / "results" / "embedded" / "prepare" / "manifests" / f"{split}.jsonl").read_text().splitlines()
+            json.loads(line) for line in (ran_repo / TINY_RESULTS / "prepare" / "manifests" / f"{split}.jsonl").read_text().splitlines()
         ]
         speakers[split] = {row["speaker"] for row in rows if row["task"] != "tts"}
         output_texts[split] = [row["text"] for row in rows if row["task"] == "tts"]
@@ -149,8 +148,8 @@ def test_each_one_value_edit_runs_exactly_its_planned_stages(fresh_copy):
     def planned_then_run(edit) -> set[str]:
         edit()
         plan = snakemake_plan(fresh_copy)
-        result = run(["snakemake", "--cores", "all"], fresh_copy)
-        assert jobs_in(result.stdout + result.stderr) == plan
+        ran, _ = snakemake_run(fresh_copy)
+        assert ran == plan
         assert snakemake_plan(fresh_copy) == set()
         return plan
 
@@ -177,13 +176,11 @@ def test_each_one_value_edit_runs_exactly_its_planned_stages(fresh_copy):
 def test_the_tiny_pipeline_runs_with_continuous_input_too(fresh_copy):
     """The default run takes units as input; continuous input (encoder frames through the projector,
     MoST-C) reruns the graft and everything after it, and trains, evaluates and reports the same way."""
-    results = fresh_copy / "results" / "embedded"
+    results = fresh_copy / TINY_RESULTS
     assert json.loads((results / "graft" / "report.json").read_text())["speech_input"] == "units"
     edit_config(fresh_copy, lambda c: c["model"].__setitem__("speech_input", "continuous"))
-    result = run(["snakemake", "--cores", "all"], fresh_copy)
-    assert (
-        jobs_in(result.stdout + result.stderr) == {"stage_config[stage=graft]", REPORT_VIEW, "graft", "posttrain", "instruct"} | EVAL_STAGES
-    )
+    ran, _ = snakemake_run(fresh_copy)
+    assert ran == {"stage_config[stage=graft]", REPORT_VIEW, "graft", "posttrain", "instruct"} | EVAL_STAGES
     assert json.loads((results / "graft" / "model" / "config.json").read_text())["speech_input"] == "continuous"
     report = json.loads((results / "report.json").read_text())
     assert report["speech"]["input"] == "continuous" and report["asr"]["wer"]["n"] > 0 and report["spoken_qa"]["s2t_accuracy"]["n"] > 0
@@ -191,14 +188,14 @@ def test_the_tiny_pipeline_runs_with_continuous_input_too(fresh_copy):
 
 
 def test_a_rerun_after_an_edit_runs_only_that_stage(fresh_copy):
-    vocoder = fresh_copy / "results" / "embedded" / "units" / "vocoder"
+    vocoder = fresh_copy / TINY_RESULTS / "units" / "vocoder"
     vocoder_stamp = (vocoder / ".snakemake_timestamp").stat().st_mtime_ns
     edit_config(fresh_copy, lambda c: c["ceiling"].__setitem__("max_utterances", 1))
     result = run(["snakemake", "--cores", "all"], fresh_copy)
     ran = set(re.findall(r"^(?:local)?rule (\w+):$", result.stdout + result.stderr, re.MULTILINE)) - {"all"}
     assert ran == {"stage_config", "unit_ceiling", "report"}  # the report shows the ceiling beside the TTS WER
     assert (vocoder / ".snakemake_timestamp").stat().st_mtime_ns == vocoder_stamp
-    ceiling = json.loads((fresh_copy / "results" / "embedded" / "units" / "ceiling.json").read_text())
+    ceiling = json.loads((fresh_copy / TINY_RESULTS / "units" / "ceiling.json").read_text())
     assert {split: values["utterances"] for split, values in ceiling.items() if split not in ("judge", "judges")} == {"test": 1}
     assert snakemake_plan(fresh_copy) == set()
 
@@ -210,7 +207,7 @@ def test_the_graft_checkpoint_loads_and_generates(ran_repo):
 
     from most.model import MoSTForCausalLM
 
-    folder = ran_repo / "results" / "embedded" / "graft"
+    folder = ran_repo / TINY_RESULTS / "graft"
     report = json.loads((folder / "report.json").read_text())
     assert report["plain_matches_base"] is True and report["base_perplexity"] > 1 and report["most_perplexity"] > 1
     model = MoSTForCausalLM.from_pretrained(folder / "model")
@@ -223,20 +220,20 @@ def test_the_graft_checkpoint_loads_and_generates(ran_repo):
 @pytest.mark.smoke
 def test_the_training_stages_write_their_summaries(ran_repo):
     for stage in ("posttrain", "instruct"):
-        summary = json.loads((ran_repo / "results" / "embedded" / stage / "summary.json").read_text())
+        summary = json.loads((ran_repo / TINY_RESULTS / stage / "summary.json").read_text())
         assert summary["steps"] == 6 and summary["tokens_per_second"] > 0 and 0 <= summary["dev_asr_wer"]
         assert summary["loss_start"] and set(summary["loss_end"]) == set(summary["loss_start"])
         assert summary["dev_loss_start"] and set(summary["dev_loss_end"]) == set(summary["dev_loss_start"])
         assert 0 <= summary["dev_asr_wer_chance"] and set(summary["too_long"]) == set(summary["examples"])
     # launched through accelerate (one CPU process), and only that process logged
-    log = (ran_repo / "results" / "embedded" / "logs" / "posttrain.log").read_text()
+    log = (ran_repo / TINY_RESULTS / "logs" / "posttrain.log").read_text()
     assert "launching: accelerate launch --config_file config/accelerate/cpu.yaml --num_processes 1 -m most posttrain" in log
-    assert not list((ran_repo / "results" / "embedded" / "checkpoints").glob("*/step_*"))
+    assert not list((ran_repo / TINY_RESULTS / "checkpoints").glob("*/step_*"))
 
 
 @pytest.mark.smoke
 def test_the_ceiling_holds_both_numbers_for_the_output_voices_test_recordings(ran_repo):
-    ceiling = json.loads((ran_repo / "results" / "embedded" / "units" / "ceiling.json").read_text())
+    ceiling = json.loads((ran_repo / TINY_RESULTS / "units" / "ceiling.json").read_text())
     assert set(ceiling) == {"test", "judge", "judges"}
     test = ceiling["test"]
     assert 0 <= test["judge_wer_original"] and 0 <= test["resynth_wer"]
@@ -246,7 +243,7 @@ def test_the_ceiling_holds_both_numbers_for_the_output_voices_test_recordings(ra
     assert all({"judge_wer_original", "resynth_wer", "resynth_wer_chance"} <= set(v) for v in test["judges"].values())
     assert test["resynth_wer"] == test["judges"]["whisper"]["resynth_wer"]
     assert ceiling["judge"]["kind"] == "whisper" and [judge["kind"] for judge in ceiling["judges"]] == ["whisper", "pocketsphinx"]
-    samples = sorted(p.name for p in (ran_repo / "results" / "embedded" / "units" / "ceiling_samples").iterdir() if p.suffix == ".flac")
+    samples = sorted(p.name for p in (ran_repo / TINY_RESULTS / "units" / "ceiling_samples").iterdir() if p.suffix == ".flac")
     assert samples == ["embedded-tts-test-00000.original.flac", "embedded-tts-test-00000.resynth.flac"]
 
 
@@ -254,7 +251,7 @@ def test_the_ceiling_holds_both_numbers_for_the_output_voices_test_recordings(ra
 def test_corrupt_audio_and_empty_transcripts_in_a_source_are_counted_skipped_and_the_run_completes(fresh_copy):
     recorded = fresh_copy / "recorded"
     recorded.mkdir()
-    manifest = fresh_copy / "results" / "embedded" / "prepare" / "manifests" / "train.jsonl"
+    manifest = fresh_copy / TINY_RESULTS / "prepare" / "manifests" / "train.jsonl"
     good = [row for row in map(json.loads, manifest.read_text().splitlines()) if row["task"] == "asr"][:6]
     rows = []
     for number, row in enumerate(good):
@@ -276,21 +273,21 @@ def test_corrupt_audio_and_empty_transcripts_in_a_source_are_counted_skipped_and
     )
 
     run(["snakemake", "--cores", "all"], fresh_copy)
-    report = json.loads((fresh_copy / "results" / "embedded" / "prepare" / "quality_report.json").read_text())
+    report = json.loads((fresh_copy / TINY_RESULTS / "prepare" / "quality_report.json").read_text())
     assert {reason: count for reason, count in report["skipped"].items() if count} == {"unreadable": 2, "empty_transcript": 2}
     assert report["by_source"]["recorded/speech"]["kept"] == 6
     details = " ".join(example["detail"] for example in report["examples"]["unreadable"])
     assert "corrupt.wav" in details and "zero-bytes.flac" in details
     kept = [json.loads(line) for line in manifest.read_text().splitlines() if json.loads(line)["source"] == "recorded"]
     assert len(kept) == 6 and all(row["text"] for row in kept)
-    assert json.loads((fresh_copy / "results" / "embedded" / "report.json").read_text())["asr"]["wer"]["n"] > 0
+    assert json.loads((fresh_copy / TINY_RESULTS / "report.json").read_text())["asr"]["wer"]["n"] > 0
     assert snakemake_plan(fresh_copy) == set()
 
 
 def test_a_killed_training_job_resumes_from_its_newest_checkpoint(fresh_copy):
     """kill -9 of the post-training process mid-way; `snakemake --cores all` again resumes and finishes."""
     edit_config(fresh_copy, lambda c: c["posttrain"].update(steps=400, checkpoint_every=20, eval_every=100))
-    checkpoints = fresh_copy / "results" / "embedded" / "checkpoints"
+    checkpoints = fresh_copy / TINY_RESULTS / "checkpoints"
     job = subprocess.Popen(
         ["snakemake", "--cores", "all", "instruct"], cwd=fresh_copy, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
@@ -307,18 +304,18 @@ def test_a_killed_training_job_resumes_from_its_newest_checkpoint(fresh_copy):
         os.kill(int(pid), signal.SIGKILL)
     output = job.communicate(timeout=300)[0].decode()
     assert job.returncode != 0 and "posttrain" in output
-    assert not (fresh_copy / "results" / "embedded" / "posttrain").exists()  # no half-written stage output
+    assert not (fresh_copy / TINY_RESULTS / "posttrain").exists()  # no half-written stage output
     kept = max(int(p.name.split("_")[1]) for p in checkpoints.glob("posttrain-*/step_*"))
     assert 40 <= kept < 400
 
     run(["snakemake", "--cores", "all", "instruct"], fresh_copy)  # (evaluation left out: not what this test is about)
-    log = (fresh_copy / "results" / "embedded" / "logs" / "posttrain.log").read_text()
+    log = (fresh_copy / TINY_RESULTS / "logs" / "posttrain.log").read_text()
     assert f"resumed from step {kept} of 400" in log
-    summary = json.loads((fresh_copy / "results" / "embedded" / "posttrain" / "summary.json").read_text())
-    assert summary["steps"] == 400 and (fresh_copy / "results" / "embedded" / "instruct" / "summary.json").is_file()
+    summary = json.loads((fresh_copy / TINY_RESULTS / "posttrain" / "summary.json").read_text())
+    assert summary["steps"] == 400 and (fresh_copy / TINY_RESULTS / "instruct" / "summary.json").is_file()
     assert not list(checkpoints.glob("posttrain-*"))  # removed once the final model is saved
     # the complete history survives the kill: every step once, in order, in history.json and in the finished run
-    history = json.loads((fresh_copy / "results" / "embedded" / "posttrain" / "history.json").read_text())
+    history = json.loads((fresh_copy / TINY_RESULTS / "posttrain" / "history.json").read_text())
     assert [entry["step"] for entry in history] == list(range(1, 401))
     logged = posttrain_losses(fresh_copy, "FINISHED")
     assert [step for step, _ in logged] == list(range(1, 401)) and [value for _, value in logged] == [entry["loss"] for entry in history]

@@ -1,5 +1,6 @@
 """MLflow records: a parent per invocation, a child per stage, FAILED where a stage fails."""
 
+import hashlib
 import json
 import re
 
@@ -8,7 +9,7 @@ import yaml
 from mlflow import MlflowClient
 
 from most import tracking
-from tests.conftest import STAGES, edit_config, jobs_in, run, snakemake_plan
+from tests.conftest import TINY_RESULTS, STAGES, edit_config, run, snakemake_plan, snakemake_run
 
 
 def client_for(repo):
@@ -50,6 +51,8 @@ def test_one_parent_run_with_one_child_per_stage(ran_repo):
     assert prepare.info.status == "FINISHED"
     assert prepare.data.tags["most.stage"] == "prepare" and re.fullmatch(r"[0-9a-f]{32}", prepare.data.tags["input.download.md5"])
     assert prepare.data.tags["git.commit"] == parent.data.tags["git.commit"]
+    (read,) = prepare.inputs.dataset_inputs  # what the stage read, on the run's Datasets tab
+    assert read.dataset.name == "download" and read.dataset.digest == prepare.data.tags["input.download.md5"]
     assert set(prepare.data.params) == {
         f"prepare.{k}" for k in yaml.safe_load((ran_repo / "config" / "config.yaml").read_text())["prepare"]
     }
@@ -60,7 +63,7 @@ def test_one_parent_run_with_one_child_per_stage(ran_repo):
     assert report["kept"] == prepare.data.metrics["kept"]
     assert children["download"].data.params["seed"] == "1234"
     # the report's headline numbers and files on the parent run, where a user looks first
-    headline = json.loads((ran_repo / "results" / "embedded" / "report.json").read_text())
+    headline = json.loads((ran_repo / TINY_RESULTS / "report.json").read_text())
     assert parent.data.metrics["asr.wer"] == pytest.approx(headline["asr"]["wer"]["value"])
     assert parent.data.metrics["audio_lm.accuracy"] == pytest.approx(headline["audio_lm"]["accuracy"]["value"])
     assert {"spoken_qa.s2t_accuracy", "spoken_qa.s2s_accuracy", "tts.wer"} <= set(parent.data.metrics)
@@ -78,7 +81,7 @@ def test_a_failing_stage_fails_its_run_and_the_parent(fresh_copy):
     )
     result = run(["snakemake", "--cores", "all"], fresh_copy, check=False)
     assert result.returncode != 0
-    assert "metadata.jsonl:1: not a JSON object" in (fresh_copy / "results" / "embedded" / "logs" / "download.log").read_text()
+    assert "metadata.jsonl:1: not a JSON object" in (fresh_copy / TINY_RESULTS / "logs" / "download.log").read_text()
     _, all_runs = runs(fresh_copy)
     parent = max((r for r in all_runs if r.data.tags.get("most.kind") == "pipeline"), key=lambda r: r.info.start_time)
     assert parent.info.status == "FAILED"
@@ -90,7 +93,7 @@ def test_a_failing_stage_fails_its_run_and_the_parent(fresh_copy):
 def test_a_stage_that_raises_stops_the_pipeline_there_and_the_fixed_rerun_continues_from_it(fresh_copy):
     """A bug in one evaluation: its job and the parent run are FAILED, the report does not run, and
     after the fix the rerun runs that stage and what follows it, nothing upstream."""
-    code = fresh_copy / "most" / "evaluate" / "tts.py"
+    code = fresh_copy / "most" / "stages" / "eval_tts.py"
     original = code.read_text()
     code.write_text(
         original.replace("def run(cfg", 'def run(*args, **kwargs):\n    raise RuntimeError("injected bug")\n\n\ndef unused_run(cfg', 1)
@@ -99,7 +102,7 @@ def test_a_stage_that_raises_stops_the_pipeline_there_and_the_fixed_rerun_contin
     result = run(["snakemake", "--cores", "1"], fresh_copy, check=False)  # one job at a time: nothing else is in flight when it fails
     output = result.stdout + result.stderr
     assert result.returncode != 0 and "Error in rule eval_tts" in output
-    assert "RuntimeError: injected bug" in (fresh_copy / "results" / "embedded" / "logs" / "eval_tts.log").read_text()
+    assert "RuntimeError: injected bug" in (fresh_copy / TINY_RESULTS / "logs" / "eval_tts.log").read_text()
     _, after = runs(fresh_copy)
     parent = max((r for r in after if r.data.tags.get("most.kind") == "pipeline"), key=lambda r: r.info.start_time)
     assert parent.info.status == "FAILED" and len(after) > len(before)
@@ -111,9 +114,9 @@ def test_a_stage_that_raises_stops_the_pipeline_there_and_the_fixed_rerun_contin
     code.write_text(original)
     rerun = {"eval_tts", "report"} | {name for name in children if name.startswith("eval_")}
     assert snakemake_plan(fresh_copy) == rerun
-    result = run(["snakemake", "--cores", "all"], fresh_copy)
-    assert jobs_in(result.stdout + result.stderr) == rerun
-    assert json.loads((fresh_copy / "results" / "embedded" / "report.json").read_text())["tts"]["wer"]["n"] > 0
+    ran, _ = snakemake_run(fresh_copy)
+    assert ran == rerun
+    assert json.loads((fresh_copy / TINY_RESULTS / "report.json").read_text())["tts"]["wer"]["n"] > 0
 
 
 def test_tracking_disabled_records_nothing(fresh_copy):
@@ -163,3 +166,60 @@ def test_an_experiment_made_before_the_kind_tag_gets_it_on_the_next_run(tmp_path
     with tracking.stage_run("prepare", {}, {"enabled": True, "uri": uri, "experiment": "older"}, {}, None, None):
         pass
     assert client.get_experiment(old).tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def datasets_of(client, run_id):
+    """name -> (digest, source, context) of the datasets a run lists as its inputs."""
+    found = {}
+    for item in client.get_run(run_id).inputs.dataset_inputs:
+        context = {tag.key: tag.value for tag in item.tags}.get("mlflow.data.context")
+        found[item.dataset.name] = (item.dataset.digest, json.loads(item.dataset.source), item.dataset.source_type, context)
+    return found
+
+
+def test_a_stage_run_lists_the_upstream_outputs_it_reads_as_its_input_datasets(tmp_path, monkeypatch, caplog):
+    for name in (tracking.ENV_URI, tracking.ENV_PARENT, tracking.ENV_EXPERIMENT):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MOST_LINEAGE_CACHE", str(tmp_path / "lineage"))
+    outputs = tmp_path / "results" / "tiny"
+    (outputs / "prepare").mkdir(parents=True)
+    (outputs / "prepare" / "train.jsonl").write_text('{"id": "a", "text": "hello"}\n')
+    (outputs / "units" / "tokens").mkdir(parents=True)
+    (outputs / "units" / "tokens" / "train.jsonl").write_text('{"id": "a", "units": [1, 2, 3]}\n')
+    (outputs / "units" / "ceiling.json").write_text('{"wer": 0.25}\n')
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    settings = {"enabled": True, "uri": uri, "experiment": "inputs"}
+    client = MlflowClient(tracking_uri=uri)
+
+    training = {"prepare": outputs / "prepare", "tokens": outputs / "units" / "tokens", "graft": outputs / "graft"}
+    with caplog.at_level("WARNING", logger="most.tracking"):
+        with tracking.stage_run("posttrain", {}, settings, training, None, None) as first:
+            pass
+    datasets = datasets_of(client, first.run_id)
+    # an input that does not exist is not listed (no digest of nothing), and the log says so
+    assert set(datasets) == {"prepare", "tokens"}
+    assert "input graft" in caplog.text and "does not exist" in caplog.text
+    tags = client.get_run(first.run_id).data.tags
+    for name in ("prepare", "tokens"):
+        digest, source, source_type, context = datasets[name]
+        assert digest == tags[f"input.{name}.md5"] and len(digest) == 32  # the lineage's content hash
+        assert source == {"uri": str(training[name].resolve())} and source_type == "local"
+        assert context == "training"
+    assert "input.graft.md5" not in tags
+
+    # the digest is the content's: the same bytes give the same digest, an edit a new one
+    with tracking.stage_run("posttrain", {}, settings, training, None, None) as again:
+        pass
+    assert datasets_of(client, again.run_id) == datasets
+    (outputs / "units" / "tokens" / "train.jsonl").write_text('{"id": "a", "units": [1, 2, 4]}\n')
+    evaluation = {"ceiling": outputs / "units" / "ceiling.json", "tokens": outputs / "units" / "tokens"}
+    with pytest.raises(RuntimeError), tracking.stage_run("report", {}, settings, evaluation, None, None) as failed:
+        raise RuntimeError("the stage failed")
+    run = client.get_run(failed.run_id)
+    assert run.info.status == "FAILED"
+    report = datasets_of(client, failed.run_id)
+    assert report["tokens"][0] != datasets["tokens"][0] and report["tokens"][3] == "evaluation"
+    assert report["ceiling"][0] == hashlib.md5(b'{"wer": 0.25}\n').hexdigest()  # a file's digest is its md5
+    # the runs read back from a search list them too (what the UI's Datasets column shows)
+    (searched,) = client.search_runs([run.info.experiment_id], f"attributes.run_id = '{failed.run_id}'")
+    assert {item.dataset.name for item in searched.inputs.dataset_inputs} == {"ceiling", "tokens"}

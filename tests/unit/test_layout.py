@@ -2,6 +2,7 @@
 
 import pytest
 
+from most import stages
 from most.stages import STAGES
 from tests.imports import REPO, imports_of, module_of
 
@@ -51,3 +52,9 @@ def test_the_cycle_check_finds_a_cycle():
         assert cycle_through("most.fake_a") == ["most.fake_a", "most.fake_b", "most.fake_a"]
     finally:
         del MODULES["most.fake_a"], MODULES["most.fake_b"]
+
+
+def test_the_input_contexts_name_stages_of_the_registry():
+    assert stages._TRAINS_ON_INPUTS | stages._MEASURES_INPUTS <= set(STAGES)
+    assert stages.input_context("posttrain") == "training" and stages.input_context("eval_asr") == "evaluation"
+    assert stages.input_context("graft") == "input"

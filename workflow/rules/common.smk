@@ -37,6 +37,12 @@ def stage_view(wildcards):
     return most_config.view(config, wildcards.stage)
 
 
+def stage_output(name):
+    """Output `name` of the stage registry under this run's results (a folder as `directory`)."""
+    path = f"{RESULTS}/{stages.OUTPUTS[name]}"
+    return directory(path) if stages.is_folder(name) else path
+
+
 def stage_log(stage):
     return f"{RESULTS}/logs/{stage}.log"
 

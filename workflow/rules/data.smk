@@ -5,7 +5,7 @@ rule download:
     input:
         config=stage_config("download"),
     output:
-        directory(f"{RESULTS}/download"),
+        stage_output("download"),
     log:
         stage_log("download"),
     benchmark:
@@ -27,7 +27,7 @@ rule prepare:
         upstream=upstream_configs("prepare"),
         download=rules.download.output[0],
     output:
-        directory(f"{RESULTS}/prepare"),
+        stage_output("prepare"),
     log:
         stage_log("prepare"),
     benchmark:

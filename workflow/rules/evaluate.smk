@@ -12,7 +12,7 @@ rule eval_asr:
         kmeans=rules.fit_units.output[0],
         instruct=rules.instruct.output[0],
     output:
-        directory(f"{RESULTS}/eval/asr"),
+        stage_output("eval_asr"),
     log:
         stage_log("eval_asr"),
     benchmark:
@@ -39,7 +39,7 @@ rule eval_tts:
         vocoder=rules.train_vocoder.output[0],
         instruct=rules.instruct.output[0],
     output:
-        directory(f"{RESULTS}/eval/tts"),
+        stage_output("eval_tts"),
     log:
         stage_log("eval_tts"),
     benchmark:
@@ -64,7 +64,7 @@ rule eval_audio_lm:
         tokens=rules.tokenize.output[0],
         instruct=rules.instruct.output[0],
     output:
-        directory(f"{RESULTS}/eval/audio_lm"),
+        stage_output("eval_audio_lm"),
     log:
         stage_log("eval_audio_lm"),
     benchmark:
@@ -92,7 +92,7 @@ rule eval_spoken_qa:
         vocoder=rules.train_vocoder.output[0],
         instruct=rules.instruct.output[0],
     output:
-        directory(f"{RESULTS}/eval/spoken_qa"),
+        stage_output("eval_spoken_qa"),
     log:
         stage_log("eval_spoken_qa"),
     benchmark:
@@ -121,9 +121,9 @@ rule report:
         eval_audio_lm=rules.eval_audio_lm.output[0],
         eval_spoken_qa=rules.eval_spoken_qa.output[0],
     output:
-        report=report(f"{RESULTS}/report.md", category="Report", caption="../report/report.rst"),
-        json=f"{RESULTS}/report.json",
-        plots=report(directory(f"{RESULTS}/report_plots"), patterns=["{name}.png"], category="Plots", caption="../report/plots.rst"),
+        report=report(stage_output("report"), category="Report", caption="../report/report.rst"),
+        json=stage_output("report_json"),
+        plots=report(stage_output("report_plots"), patterns=["{name}.png"], category="Plots", caption="../report/plots.rst"),
     log:
         stage_log("report"),
     benchmark:
@@ -152,8 +152,8 @@ rule ablations:
         kmeans=rules.fit_units.output[0],
         graft=rules.graft.output[0],
     output:
-        json=f"{RESULTS}/ablations.json",
-        table=report(f"{RESULTS}/ablations.md", category="Ablations", caption="../report/ablations.rst"),
+        json=stage_output("ablations"),
+        table=report(stage_output("ablations_md"), category="Ablations", caption="../report/ablations.rst"),
     log:
         stage_log("ablations"),
     benchmark:

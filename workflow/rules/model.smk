@@ -7,7 +7,7 @@ rule pretrain_base:
         upstream=upstream_configs("pretrain_base"),
         prepare=rules.prepare.output[0],
     output:
-        directory(f"{RESULTS}/base_lm"),
+        stage_output("base_lm"),
     log:
         stage_log("pretrain_base"),
     benchmark:
@@ -34,7 +34,7 @@ rule graft:
         kmeans=rules.fit_units.output[0],
         base_lm=rules.pretrain_base.output[0] if PRETRAIN_BASE else [],
     output:
-        directory(f"{RESULTS}/graft"),
+        stage_output("graft"),
     log:
         stage_log("graft"),
     benchmark:

@@ -11,7 +11,7 @@ rule posttrain:
         features=rules.encode_features.output[0],
         graft=rules.graft.output[0],
     output:
-        directory(f"{RESULTS}/posttrain"),
+        stage_output("posttrain"),
     log:
         stage_log("posttrain"),
     benchmark:
@@ -39,7 +39,7 @@ rule instruct:
         features=rules.encode_features.output[0],
         posttrain=rules.posttrain.output[0],
     output:
-        directory(f"{RESULTS}/instruct"),
+        stage_output("instruct"),
     log:
         stage_log("instruct"),
     benchmark:

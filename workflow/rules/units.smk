@@ -8,7 +8,7 @@ rule encode_features:
         upstream=upstream_configs("encode_features"),
         prepare=rules.prepare.output[0],
     output:
-        directory(f"{RESULTS}/units/features"),
+        stage_output("features"),
     log:
         stage_log("encode_features"),
     benchmark:
@@ -31,7 +31,7 @@ rule fit_units:
         upstream=upstream_configs("fit_units"),
         features=rules.encode_features.output[0],
     output:
-        directory(f"{RESULTS}/units/kmeans"),
+        stage_output("kmeans"),
     log:
         stage_log("fit_units"),
     benchmark:
@@ -56,7 +56,7 @@ rule tokenize:
         features=rules.encode_features.output[0],
         kmeans=rules.fit_units.output[0],
     output:
-        directory(f"{RESULTS}/units/tokens"),
+        stage_output("tokens"),
     log:
         stage_log("tokenize"),
     benchmark:
@@ -80,7 +80,7 @@ rule train_vocoder:
         prepare=rules.prepare.output[0],
         tokens=rules.tokenize.output[0],
     output:
-        directory(f"{RESULTS}/units/vocoder"),
+        stage_output("vocoder"),
     log:
         stage_log("train_vocoder"),
     benchmark:
@@ -105,8 +105,8 @@ rule unit_ceiling:
         kmeans=rules.fit_units.output[0],
         vocoder=rules.train_vocoder.output[0],
     output:
-        ceiling=f"{RESULTS}/units/ceiling.json",
-        samples=directory(f"{RESULTS}/units/ceiling_samples"),
+        ceiling=stage_output("ceiling"),
+        samples=stage_output("ceiling_samples"),
     log:
         stage_log("unit_ceiling"),
     benchmark:
