@@ -45,10 +45,12 @@ run: $(STAMP)
 
 # A clone's outputs from the DVC remote, made current for Snakemake: DVC restores files with new
 # modification times and does not track the config views, so check that the outputs match
-# dvc.lock, write the views, then mark the outputs up to date in pipeline order.
+# dvc.lock, write the views, then mark the outputs up to date in pipeline order. The pipelines of
+# targets (pipelines/*/dvc.yaml: the ablations) come along where the run recorded them (a dvc.lock).
+PULLED = dvc.yaml $(patsubst %/dvc.lock,%/dvc.yaml,$(wildcard pipelines/*/dvc.lock))
 pull: $(STAMP)
-	$(BIN)/dvc pull
-	$(BIN)/dvc status --quiet || { $(BIN)/dvc status; echo "outputs differ from dvc.lock: not marking them up to date" >&2; exit 1; }
+	$(BIN)/dvc pull $(PULLED)
+	$(BIN)/dvc status --quiet $(PULLED) || { $(BIN)/dvc status $(PULLED); echo "outputs differ from dvc.lock: not marking them up to date" >&2; exit 1; }
 	$(BIN)/snakemake --cores all config_views
 	$(BIN)/snakemake --cores all --touch
 

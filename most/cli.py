@@ -64,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     from most import inference
 
     inference.add_commands(commands)
-    export = commands.add_parser("export-dvc", help="write dvc.yaml from the stage registry (or --check it)")
+    export = commands.add_parser(
+        "export-dvc", help="write dvc.yaml and pipelines/ablations/dvc.yaml from the stage registry (or --check them)"
+    )
     export.add_argument("--check", action="store_true", help="exit 1 if dvc.yaml differs from a fresh export")
     export.set_defaults(handler=_export_dvc)
     return parser

@@ -7,6 +7,11 @@ keep). Paths are written with `${run}` from config/config.yaml, so renaming the 
 regeneration. After a successful `snakemake`, `commit_after_snakemake` records the finished stages
 in dvc.lock so that `dvc status` agrees with Snakemake. The report and the training summaries are
 DVC metrics and the training histories DVC plots, so `dvc metrics diff` and `dvc plots diff` compare runs.
+
+A stage that Snakemake runs only when named (`stages.TARGET_ONLY`: the ablations) gets a dvc.yaml of
+its own, `pipelines/<stage>/dvc.yaml`, working from the repository root: a plain `dvc repro` runs
+the default pipeline, as a plain `snakemake` does, and `dvc repro pipelines/ablations/dvc.yaml` runs
+the ablations (and whatever they need upstream). `dvc status dvc.yaml` is the default pipeline's status.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from pathlib import Path
 import yaml
 
 from most import config as most_config
-from most.stages import OUTPUTS, STAGES, code_paths, default_stages, output_path, stage_inputs
+from most.stages import OUTPUTS, STAGES, TARGET_ONLY, code_paths, default_stages, output_path, stage_inputs
 from most.train.history import LOSS_CURVE
 
 log = logging.getLogger(__name__)
@@ -44,24 +49,43 @@ def rule_files(repo: Path) -> dict[str, str]:
     return found
 
 
-def export(repo: Path) -> str:
-    """The text of dvc.yaml for the workflow in `repo`: its default target's stages, from the stage
-    registry (tests/integration/test_dvc.py checks the rules against it with Snakemake's summary)."""
+def target_yaml(stage: str) -> Path:
+    """The dvc.yaml of a stage Snakemake runs only when named."""
+    return Path("pipelines") / stage / "dvc.yaml"
+
+
+def dvc_target(stage: str) -> str:
+    """How DVC's commands name `stage` from the repository root."""
+    return f"{target_yaml(stage)}:{stage}" if stage in TARGET_ONLY else stage
+
+
+def export(repo: Path) -> dict[Path, str]:
+    """The text of dvc.yaml (the default target's stages) and of each target-only stage's
+    dvc.yaml, from the stage registry (tests/integration/test_dvc.py checks the rules against it
+    with Snakemake's summary)."""
     config = most_config.load(repo / most_config.DEFAULT_CONFIG)
     files = rule_files(repo)
-    stages = {}
-    for name in default_stages(config):
-        if name not in files:
-            raise ValueError(f"stage {name}: no `rule {name}:` in {repo / 'workflow' / 'rules'}/*.smk")
-        stage = STAGES[name]
-        stages[name] = {
-            "cmd": f"snakemake --cores all {name}",
-            "deps": sorted(f"{RUN}/{OUTPUTS[i]}" for i in stage_inputs(name, config)) + sorted(code_paths(name)) + [files[name]],
-            "params": [{"config/config.yaml": list(stage.reads)}],
-            "outs": [{f"{RUN}/{OUTPUTS[output]}": {"persist": True}} for output in stage.outputs],
-        }
+    stages = {name: _stage(name, config, files, repo) for name in default_stages(config)}
     body = {"vars": ["config/config.yaml"], "stages": stages, **metrics_and_plots([name for name in TRAINING_STAGES if name in stages])}
-    return HEADER + yaml.safe_dump(body, sort_keys=False, default_flow_style=False)
+    texts = {DVC_YAML: HEADER + yaml.safe_dump(body, sort_keys=False, default_flow_style=False)}
+    for name in TARGET_ONLY:
+        root = "/".join([".."] * len(target_yaml(name).parent.parts))  # vars are read from the file's folder
+        target = {"vars": [f"{root}/config/config.yaml"], "stages": {name: {"wdir": root, **_stage(name, config, files, repo)}}}
+        texts[target_yaml(name)] = HEADER + yaml.safe_dump(target, sort_keys=False, default_flow_style=False)
+    return texts
+
+
+def _stage(name: str, config: dict, files: dict[str, str], repo: Path) -> dict:
+    """One DVC stage: Snakemake runs it; paths relative to the repository root."""
+    if name not in files:
+        raise ValueError(f"stage {name}: no `rule {name}:` in {repo / 'workflow' / 'rules'}/*.smk")
+    stage = STAGES[name]
+    return {
+        "cmd": f"snakemake --cores all {name}",
+        "deps": sorted(f"{RUN}/{OUTPUTS[i]}" for i in stage_inputs(name, config)) + sorted(code_paths(name)) + [files[name]],
+        "params": [{"config/config.yaml": list(stage.reads)}],
+        "outs": [{f"{RUN}/{OUTPUTS[output]}": {"persist": True}} for output in stage.outputs],
+    }
 
 
 def metrics_and_plots(training_stages: list[str]) -> dict:
@@ -75,17 +99,18 @@ def metrics_and_plots(training_stages: list[str]) -> dict:
 
 
 def main(check: bool = False) -> int:
-    repo = Path.cwd()
-    text = export(repo)
+    texts = export(Path.cwd())
     if check:
-        current = DVC_YAML.read_text() if DVC_YAML.exists() else ""
-        if current != text:
-            print("dvc.yaml is out of date with the workflow: run `most export-dvc`", file=sys.stderr)
+        stale = [str(path) for path, text in texts.items() if (path.read_text() if path.exists() else "") != text]
+        if stale:
+            print(f"{', '.join(stale)} out of date with the workflow: run `most export-dvc`", file=sys.stderr)
             return 1
-        print("dvc.yaml matches the workflow")
+        print(f"{', '.join(map(str, texts))} match the workflow")
         return 0
-    DVC_YAML.write_text(text)
-    print(f"wrote {DVC_YAML}")
+    for path, text in texts.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        print(f"wrote {path}")
     return 0
 
 
@@ -114,7 +139,7 @@ def commit_after_snakemake(workflow_config: dict, rules_in_dag: set[str]) -> Non
     outputs = [output_path(workflow_config["run"], name) for stage in stages for name in STAGES[stage].outputs]
     files = [path for output in outputs for path in ([output] if output.is_file() else output.rglob("*")) if path.is_file()]
     times = {path: path.stat().st_mtime_ns for path in files}
-    command = [sys.executable, "-m", "dvc", "commit", "--force", "--quiet", *stages]
+    command = [sys.executable, "-m", "dvc", "commit", "--force", "--quiet", *map(dvc_target, stages)]
     result = subprocess.run(command, capture_output=True, text=True)
     for path, mtime in times.items():
         if path.is_file() and path.stat().st_mtime_ns != mtime:

@@ -18,7 +18,7 @@ import torch
 from most import tracking
 from most.evaluate.stats import bootstrap_over_seeds_and_items
 from most.io import write_json
-from most.stages import StageResult, code_digest, process_rank
+from most.stages import StageResult, code_digest
 
 log = logging.getLogger(__name__)
 
@@ -51,30 +51,6 @@ def check_settings(settings: dict, model: dict) -> None:
 def model_overrides(variant: dict) -> dict:
     """The MoSTConfig fields a variant changes when its start is loaded."""
     return {key: value for key, value in variant.items() if key != "base_lm"}
-
-
-def start_model(variant: dict, cfg: dict, inputs: dict, output: Path, threads: int) -> tuple[Path, Path | None]:
-    """The model folder the variant trains from, and the folder made for it (None for the graft):
-    with `base_lm`, a base LM pretrained with those settings changed, grafted like the pipeline's."""
-    from most.model import graft, pretrain_base
-    from most.train.runner import checkpoint_folder
-
-    if "base_lm" not in variant:
-        return Path(inputs["graft"]) / "model", None
-    view = {**cfg, "base_lm": {**cfg["base_lm"], **variant["base_lm"]}}
-    upstream = {key: inputs[key] for key in ("prepare", "tokens", "features", "kmeans")}
-    folder = checkpoint_folder(
-        "ablation-start", {"code": code_digest("ablations"), **{key: view[key] for key in ("seed", "base_lm", "model")}}, upstream, output
-    )
-    done = folder / "graft" / "report.json"
-    if process_rank() != 0:  # the main process builds it; the others (same file system) wait for it
-        while not done.exists():
-            time.sleep(5)
-    elif not done.exists():
-        log.info("ablations: pretraining and grafting a base LM with %s", variant["base_lm"])
-        pretrain_base.run(view, upstream, {"base_lm": folder / "base_lm"}, threads)
-        graft.run(view, {**upstream, "base_lm": folder / "base_lm"}, {"graft": folder / "graft"}, threads)
-    return folder / "graft" / "model", folder
 
 
 def measured_folder(name: str, variant: dict, seed: int, cfg: dict, inputs: dict, output: Path) -> Path:

@@ -279,7 +279,7 @@ STAGES: dict[str, Stage] = {
             "most.stages.ablations",
             # model and base_lm: a variant may start from a base pretrained and grafted with them changed
             ("seed", "model", "base_lm", "tasks", "posttrain", "evaluate", "ablations"),
-            _EVAL_CODE,
+            _EVAL_CODE + ("most/stages/pretrain_base.py", "most/stages/graft.py"),  # a variant's own base and graft
             ("prepare", "tokens", "features", "kmeans", "graft"),
             ("ablations", "ablations_md"),
             "MAMoE vs its variants (plain MoE, masked softmax, no shared experts, continuous input), equal compute, several seeds",
@@ -305,10 +305,13 @@ def builds_base_lm(config: dict) -> bool:
     return config["model"]["base"] == "embedded"
 
 
+TARGET_ONLY = ("ablations",)  # stages that run only when named (`snakemake ablations`), never by rule all
+
+
 def default_stages(config: dict) -> list[str]:
-    """The stages a plain `snakemake` runs (rule all), in pipeline order: all but the `ablations`
-    target, and `pretrain_base` only for the embedded base."""
-    return [name for name in STAGES if name != "ablations" and (name != "pretrain_base" or builds_base_lm(config))]
+    """The stages a plain `snakemake` runs (rule all), in pipeline order: all but the `TARGET_ONLY`
+    ones, and `pretrain_base` only for the embedded base."""
+    return [name for name in STAGES if name not in TARGET_ONLY and (name != "pretrain_base" or builds_base_lm(config))]
 
 
 def _producers() -> dict[str, str]:

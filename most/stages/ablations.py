@@ -20,15 +20,20 @@ so a rerun after a failure trains only what is missing.
 
 from __future__ import annotations
 
+import logging
 import shutil
+import time
 from pathlib import Path
 
 import torch
 
 from most.data.sources import output_voice_rows
-from most.evaluate.ablations import check_settings, compare, markdown, measure_variant, measured_folder, start_model
+from most.evaluate.ablations import check_settings, compare, markdown, measure_variant, measured_folder
 from most.io import write_json
-from most.stages import StageResult, process_rank
+from most.stages import StageResult, code_digest, graft, pretrain_base, process_rank
+from most.train.runner import checkpoint_folder
+
+log = logging.getLogger(__name__)
 
 
 def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult:
@@ -71,3 +76,24 @@ def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult
         shutil.rmtree(folder, ignore_errors=True)
     metrics = {f"{name}.{key}": row[key] for name, row in table["variants"].items() for key in ("asr_wer", "audio_lm_accuracy")}
     return StageResult(metrics=metrics, artifacts=[Path(outputs["ablations"]), Path(outputs["ablations_md"])])
+
+
+def start_model(variant: dict, cfg: dict, inputs: dict, output: Path, threads: int) -> tuple[Path, Path | None]:
+    """The model folder the variant trains from, and the folder made for it (None for the graft):
+    with `base_lm`, a base LM pretrained with those settings changed, grafted like the pipeline's."""
+    if "base_lm" not in variant:
+        return Path(inputs["graft"]) / "model", None
+    view = {**cfg, "base_lm": {**cfg["base_lm"], **variant["base_lm"]}}
+    upstream = {key: inputs[key] for key in ("prepare", "tokens", "features", "kmeans")}
+    folder = checkpoint_folder(
+        "ablation-start", {"code": code_digest("ablations"), **{key: view[key] for key in ("seed", "base_lm", "model")}}, upstream, output
+    )
+    done = folder / "graft" / "report.json"
+    if process_rank() != 0:  # the main process builds it; the others (same file system) wait for it
+        while not done.exists():
+            time.sleep(5)
+    elif not done.exists():
+        log.info("ablations: pretraining and grafting a base LM with %s", variant["base_lm"])
+        pretrain_base.run(view, upstream, {"base_lm": folder / "base_lm"}, threads)
+        graft.run(view, {**upstream, "base_lm": folder / "base_lm"}, {"graft": folder / "graft"}, threads)
+    return folder / "graft" / "model", folder

@@ -2,6 +2,7 @@
 
 import filecmp
 import json
+import re
 
 import pytest
 import yaml
@@ -48,8 +49,16 @@ def test_a_stale_dvc_yaml_is_detected(fresh_copy):
 
 @pytest.mark.smoke
 def test_dvc_status_agrees_after_a_snakemake_run(ran_repo):
-    result = run(["dvc", "status"], ran_repo)
+    result = run(["dvc", "status", "dvc.yaml"], ran_repo)
     assert "Data and pipelines are up to date" in result.stdout, result.stdout
+    # the ablations, a target Snakemake runs only when named, are a DVC pipeline of their own: not run
+    # yet, on the default pipeline's outputs (what `snakemake ablations` reads)
+    ablations = "pipelines/ablations/dvc.yaml:ablations"
+    assert list(json.loads(run(["dvc", "status", "--json"], ran_repo).stdout)) == [ablations]
+    edges = re.findall(r'^"([\w/.:]+)" -> "([\w/.:]+)";$', run(["dvc", "dag", "--dot", ablations], ran_repo).stdout, re.MULTILINE)
+    assert {a for a, b in edges if b == ablations} == {"prepare", "encode_features", "fit_units", "tokenize", "graft"}
+    stage = yaml.safe_load((ran_repo / "pipelines" / "ablations" / "dvc.yaml").read_text())["stages"]["ablations"]
+    assert stage["cmd"] == "snakemake --cores all ablations" and stage["wdir"] == "../.."
 
 
 def test_dvc_metrics_and_plots_read_the_report_and_training_curves_and_diff_revisions(fresh_copy):
@@ -103,7 +112,7 @@ def test_dvc_repro_in_a_fresh_clone_gives_byte_identical_outputs(ran_repo, tmp_p
     untimed = ("download", "prepare", "encode_features", "fit_units", "tokenize", "train_vocoder", "unit_ceiling", "pretrain_base", "graft")
     assert locked(ran_repo, untimed) == locked(clone, untimed)
     assert snakemake_plan(clone) == set()
-    assert "Data and pipelines are up to date" in run(["dvc", "status"], clone).stdout
+    assert "Data and pipelines are up to date" in run(["dvc", "status", "dvc.yaml"], clone).stdout
 
 
 def test_outputs_dvc_already_cached_keep_their_modification_times(fresh_copy):
@@ -116,7 +125,7 @@ def test_outputs_dvc_already_cached_keep_their_modification_times(fresh_copy):
     report = fresh_copy / TINY_RESULTS / "report.json"
     assert report.stat().st_mtime_ns >= ceiling.stat().st_mtime_ns
     assert snakemake_plan(fresh_copy) == set()
-    assert "Data and pipelines are up to date" in run(["dvc", "status"], fresh_copy).stdout
+    assert "Data and pipelines are up to date" in run(["dvc", "status", "dvc.yaml"], fresh_copy).stdout
 
 
 def test_a_pushed_run_pulled_into_a_fresh_clone_is_up_to_date_and_still_reruns_one_stage(fresh_copy, tmp_path):
@@ -131,7 +140,7 @@ def test_a_pushed_run_pulled_into_a_fresh_clone_is_up_to_date_and_still_reruns_o
     run(["dvc", "remote", "modify", "--local", "local", "url", remote], clone)
     (clone / ".venv").symlink_to(REPO / ".venv")  # this checkout's venv, never reinstalled (-o): not what this test is about
     run(["make", "-o", ".venv/.installed", "pull"], clone)
-    assert "Data and pipelines are up to date" in run(["dvc", "status"], clone).stdout
+    assert "Data and pipelines are up to date" in run(["dvc", "status", "dvc.yaml"], clone).stdout
     assert snakemake_plan(clone) == set()
     report = f"{TINY_RESULTS}/report.json"
     assert (clone / report).read_bytes() == (fresh_copy / report).read_bytes()

@@ -66,9 +66,9 @@ def test_dvc_plans_the_paper_pipeline(tmp_path):
     git_init(repo)
     run(["most", "export-dvc"], repo)
     assert "pretrain_base" not in (repo / "dvc.yaml").read_text()
-    status = json.loads(run(["dvc", "status", "--json"], repo).stdout)
+    status = json.loads(run(["dvc", "status", "--json", "dvc.yaml"], repo).stdout)
     assert sorted(status) == sorted(PAPER_STAGES)  # every stage to run
-    edges = re.findall(r'^"(\w+)" -> "(\w+)";$', run(["dvc", "dag", "--dot"], repo).stdout, re.MULTILINE)
+    edges = re.findall(r'^"(\w+)" -> "(\w+)";$', run(["dvc", "dag", "--dot", "report"], repo).stdout, re.MULTILINE)
     assert all(PAPER_STAGES.index(a) < PAPER_STAGES.index(b) for a, b in edges) and {b for _, b in edges} == set(PAPER_STAGES[1:])
     # SNAKEMAKE_PROFILE=slurm: each DVC stage's `snakemake` submits its job through the SLURM profile
     result = run(["dvc", "repro", "--dry"], repo, check=False, SNAKEMAKE_PROFILE="slurm")

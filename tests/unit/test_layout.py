@@ -1,10 +1,12 @@
-"""The package's layout: stages apart from libraries, and no import cycle."""
+"""The package's layout: stages apart from libraries, every import resolves, and no import cycle."""
+
+import ast
 
 import pytest
 
 from most import stages
 from most.stages import STAGES
-from tests.imports import REPO, imports_of, module_of
+from tests.imports import REPO, imports_of, module_of, source_of
 
 MODULES = {module_of(path): imports_of(path) for path in sorted((REPO / "most").rglob("*.py"))}
 
@@ -24,6 +26,45 @@ def test_no_library_imports_a_stage_module():
         if not module.startswith("most.stages") and any(name.startswith("most.stages.") for name in imported)
     }
     assert offenders == {}
+
+
+def names_defined(path) -> set[str]:
+    """What `from <module of path> import name` can take: its top-level definitions and imports."""
+    names = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {n.id for target in targets for n in ast.walk(target) if isinstance(n, ast.Name)}
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            names |= {(alias.asname or alias.name).split(".")[0] for alias in node.names}
+    return names
+
+
+def test_every_import_of_ours_names_something_that_exists():
+    # imports inside functions too: a module moved or a name renamed must not wait for a run to fail
+    missing = []
+    for path in sorted((REPO / "most").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "most":
+                module = source_of(node.module)
+                if module is None:
+                    missing.append(f"{path.relative_to(REPO)}: {node.module}")
+                    continue
+                defined = names_defined(module)
+                missing += [
+                    f"{path.relative_to(REPO)}: {node.module}.{alias.name}"
+                    for alias in node.names
+                    if alias.name not in defined and source_of(f"{node.module}.{alias.name}") is None
+                ]
+            elif isinstance(node, ast.Import):
+                missing += [
+                    f"{path.relative_to(REPO)}: {alias.name}"
+                    for alias in node.names
+                    if alias.name.startswith("most") and source_of(alias.name) is None
+                ]
+    assert missing == []
 
 
 def cycle_through(start: str) -> list[str] | None:
