@@ -154,6 +154,9 @@ def input_digests(stage: str, inputs: dict) -> dict[str, str]:
     return digests
 
 
+DATASET_ATTEMPTS = 5
+
+
 def _log_input_datasets(client, run_id: str, stage: str, inputs: dict, digests: dict[str, str]) -> None:
     """Each input the stage reads, as a dataset of the run (name, local source, content digest)."""
     from mlflow.data.meta_dataset import MetaDataset
@@ -167,8 +170,22 @@ def _log_input_datasets(client, run_id: str, stage: str, inputs: dict, digests: 
         source = LocalArtifactDatasetSource(str(Path(inputs[name]).resolve()))
         dataset = MetaDataset(source, name=name, digest=digest)
         datasets.append(DatasetInput(dataset=Dataset(**dataset.to_dict()), tags=[context]))
-    if datasets:
-        client.log_inputs(run_id, datasets=datasets)
+    if not datasets:
+        return
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(DATASET_ATTEMPTS):
+        try:
+            client.log_inputs(run_id, datasets=datasets)
+            return
+        except MlflowException as error:
+            # MLflow's SQL store looks a dataset up, then inserts it, without a lock: two stages that
+            # read one output at once (the evaluations all read `instruct`) can both insert it, and the
+            # loser fails on the unique key. Its retry finds the winner's row and links that.
+            if "UNIQUE constraint failed: datasets" not in str(error) or attempt == DATASET_ATTEMPTS - 1:
+                raise
+            log.info("stage %s: another run logged the same input dataset at once; retrying", stage)
+            time.sleep(0.2 * (attempt + 1))
 
 
 # --------------------------------------------------------------------------------------------

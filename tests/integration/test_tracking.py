@@ -223,3 +223,45 @@ def test_a_stage_run_lists_the_upstream_outputs_it_reads_as_its_input_datasets(t
     # the runs read back from a search list them too (what the UI's Datasets column shows)
     (searched,) = client.search_runs([run.info.experiment_id], f"attributes.run_id = '{failed.run_id}'")
     assert {item.dataset.name for item in searched.inputs.dataset_inputs} == {"ceiling", "tokens"}
+
+
+def test_a_dataset_two_stages_log_at_once_is_retried_not_fatal(tmp_path, monkeypatch):
+    """Two stages reading one output log the same dataset; MLflow's SQL store can then fail the later
+    insert on its unique key (seen in CI: the four evaluations all read `instruct`). The stage run
+    retries, finds the row the other wrote, and lists it."""
+    from mlflow.exceptions import MlflowException
+
+    for name in (tracking.ENV_URI, tracking.ENV_PARENT, tracking.ENV_EXPERIMENT):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MOST_LINEAGE_CACHE", str(tmp_path / "lineage"))
+    (tmp_path / "instruct").mkdir()
+    (tmp_path / "instruct" / "model.txt").write_text("weights\n")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    settings = {"enabled": True, "uri": uri, "experiment": "race"}
+    inputs = {"instruct": tmp_path / "instruct"}
+    with tracking.stage_run("eval_asr", {}, settings, inputs, None, None):
+        pass  # the other stage's insert, which won the race
+    original, calls = MlflowClient.log_inputs, []
+
+    def loses_the_race_once(self, run_id, datasets=None, models=None):
+        calls.append(run_id)
+        if len(calls) == 1:
+            raise MlflowException(
+                "(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, datasets.name, datasets.digest"
+            )
+        return original(self, run_id, datasets=datasets, models=models)
+
+    monkeypatch.setattr(MlflowClient, "log_inputs", loses_the_race_once)
+    with tracking.stage_run("eval_tts", {}, settings, inputs, None, None) as tracked:
+        pass
+    client = MlflowClient(tracking_uri=uri)
+    assert len(calls) == 2 and client.get_run(tracked.run_id).info.status == "FINISHED"
+    assert [item.dataset.name for item in client.get_run(tracked.run_id).inputs.dataset_inputs] == ["instruct"]
+
+    def always_fails(self, run_id, datasets=None, models=None):
+        raise MlflowException("something else went wrong")
+
+    monkeypatch.setattr(MlflowClient, "log_inputs", always_fails)
+    with pytest.raises(MlflowException, match="something else"):  # any other error is not retried
+        with tracking.stage_run("eval_tts", {}, settings, inputs, None, None):
+            pass
