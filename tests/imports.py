@@ -4,7 +4,7 @@ and of the stages' code lists."""
 import ast
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import REPO
 
 
 def source_of(module: str) -> Path | None:

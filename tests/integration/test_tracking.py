@@ -168,6 +168,14 @@ def test_an_experiment_made_before_the_kind_tag_gets_it_on_the_next_run(tmp_path
     assert client.get_experiment(old).tags["mlflow.experimentKind"] == "custom_model_development"
 
 
+@pytest.fixture
+def standalone(tmp_path, monkeypatch):
+    """Stage runs outside any pipeline (no parent from the environment), with a private lineage cache."""
+    for name in (tracking.ENV_URI, tracking.ENV_PARENT, tracking.ENV_EXPERIMENT):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MOST_LINEAGE_CACHE", str(tmp_path / "lineage"))
+
+
 def datasets_of(client, run_id):
     """name -> (digest, source, context) of the datasets a run lists as its inputs."""
     found = {}
@@ -177,10 +185,7 @@ def datasets_of(client, run_id):
     return found
 
 
-def test_a_stage_run_lists_the_upstream_outputs_it_reads_as_its_input_datasets(tmp_path, monkeypatch, caplog):
-    for name in (tracking.ENV_URI, tracking.ENV_PARENT, tracking.ENV_EXPERIMENT):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("MOST_LINEAGE_CACHE", str(tmp_path / "lineage"))
+def test_a_stage_run_lists_the_upstream_outputs_it_reads_as_its_input_datasets(tmp_path, standalone, caplog):
     outputs = tmp_path / "results" / "tiny"
     (outputs / "prepare").mkdir(parents=True)
     (outputs / "prepare" / "train.jsonl").write_text('{"id": "a", "text": "hello"}\n')
@@ -225,15 +230,12 @@ def test_a_stage_run_lists_the_upstream_outputs_it_reads_as_its_input_datasets(t
     assert {item.dataset.name for item in searched.inputs.dataset_inputs} == {"ceiling", "tokens"}
 
 
-def test_a_dataset_two_stages_log_at_once_is_retried_not_fatal(tmp_path, monkeypatch):
+def test_a_dataset_two_stages_log_at_once_is_retried_not_fatal(tmp_path, standalone, monkeypatch):
     """Two stages reading one output log the same dataset; MLflow's SQL store can then fail the later
     insert on its unique key (seen in CI: the four evaluations all read `instruct`). The stage run
     retries, finds the row the other wrote, and lists it."""
     from mlflow.exceptions import MlflowException
 
-    for name in (tracking.ENV_URI, tracking.ENV_PARENT, tracking.ENV_EXPERIMENT):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("MOST_LINEAGE_CACHE", str(tmp_path / "lineage"))
     (tmp_path / "instruct").mkdir()
     (tmp_path / "instruct" / "model.txt").write_text("weights\n")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
