@@ -4,8 +4,8 @@ Each pipeline stage becomes one DVC stage whose command asks Snakemake for that 
 are the upstream outputs plus the stage's code and rule file, whose params are the config sections
 the stage reads, and whose outputs are persistent (DVC must not delete what Snakemake decides to
 keep). Paths are written with `${run}` from config/config.yaml, so renaming the run needs no
-regeneration. After a successful `snakemake`, `commit_after_snakemake` records the finished stages
-in dvc.lock so that `dvc status` agrees with Snakemake. The report and the training summaries are
+regeneration. After a successful `snakemake`, `commit_after_snakemake` records in dvc.lock the stages
+Snakemake holds up to date, so that `dvc status` agrees with Snakemake. The report and the training summaries are
 DVC metrics and the training histories DVC plots, so `dvc metrics diff` and `dvc plots diff` compare runs.
 
 A stage that Snakemake runs only when named (`stages.TARGET_ONLY`: the ablations) gets a dvc.yaml of
@@ -16,6 +16,8 @@ the ablations (and whatever they need upstream). `dvc status dvc.yaml` is the de
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import os
 import re
@@ -88,6 +90,28 @@ def _stage(name: str, config: dict, files: dict[str, str], repo: Path) -> dict:
     }
 
 
+def snakemake_up_to_date() -> list[str]:
+    """The stages whose every output Snakemake would leave alone, asked through its public
+    `--detailed-summary` for the default pipeline and each named-only target.
+
+    A stage outside the finished run's targets may be stale (its inputs newer); it is not among these."""
+    env = {name: value for name, value in os.environ.items() if name != "SNAKEMAKE_PROFILE"}  # a local question
+    command = [sys.executable, "-m", "snakemake", "--detailed-summary", "--nolock", "all", *TARGET_ONLY]
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    if result.returncode != 0:
+        log.warning("not recording this run in dvc.lock: snakemake --detailed-summary failed: %s", result.stderr.strip()[-2000:])
+        return []
+    return up_to_date_in_summary(result.stdout)
+
+
+def up_to_date_in_summary(summary: str) -> list[str]:
+    """Pipeline stages (in pipeline order) all of whose rows in a `--detailed-summary` table plan no update."""
+    plans: dict[str, set[str]] = {}
+    for row in csv.DictReader(io.StringIO(summary), delimiter="\t"):
+        plans.setdefault(row["rule"], set()).add(row["plan"])
+    return [stage for stage in STAGES if plans.get(stage) == {"no update"}]
+
+
 def metrics_and_plots(training_stages: list[str]) -> dict:
     """dvc.yaml's top-level `metrics` (the report's numbers, each training stage's summary) and
     `plots` (the training loss per step): files inside the stages' outputs, which DVC reads from its
@@ -114,8 +138,8 @@ def main(check: bool = False) -> int:
     return 0
 
 
-def commit_after_snakemake(workflow_config: dict, rules_in_dag: set[str]) -> None:
-    """Record in dvc.lock the stages this (successful) Snakemake run brought up to date.
+def commit_after_snakemake(workflow_config: dict) -> None:
+    """Record in dvc.lock the stages Snakemake holds up to date after a successful run.
 
     Skipped inside `dvc repro` (DVC records its own stages), outside a DVC repository, and when
     Snakemake ran with a config other than config/config.yaml (DVC would see other values).
@@ -131,7 +155,7 @@ def commit_after_snakemake(workflow_config: dict, rules_in_dag: set[str]) -> Non
     if on_disk != workflow_config:
         log.warning("not recording this run in dvc.lock: the workflow's config differs from config/config.yaml")
         return
-    stages = [name for name in STAGES if name in rules_in_dag]
+    stages = snakemake_up_to_date()
     if not stages:
         return
     # An output whose bytes DVC has cached before becomes a hardlink to that older cache object, with

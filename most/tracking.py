@@ -39,7 +39,8 @@ MAX_PARAM_LENGTH = 6000
 PARAM_BATCH = 100
 # The experiment's kind, "Machine learning" in MLflow's UI (the value its own kind selector writes).
 # Earlier MLflow 3 UIs read it to open an experiment on its runs rather than its GenAI view. The
-# 3.17.2 UI ignores it there: its sidebar switch "GenAI | Model training" decides, kept in the
+# 3.17.2 UI reads it only when its workflow-type switch is off, and its bundle builds that feature
+# flag as constant true, so the sidebar switch "GenAI | Model training" decides: kept in the
 # browser (localStorage mlflow.workflowType, GenAI by default) or set by the page address's
 # `?workflowType=machine_learning` (see `ui_route`).
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")

@@ -3,59 +3,50 @@
 import json
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 
 from most import config
 from tests.conftest import REPO, STAGES, copy_repo, git_init, run
 
+PLUGINS = REPO / "tests" / "plugins"
 PAPER_STAGES = [stage for stage in STAGES if stage != "pretrain_base"]  # the paper grafts a hub model
 
 
-def planned_jobs(output: str) -> dict[str, dict]:
-    """Per stage rule of a dry run: its resources (as printed) and its shell command."""
-    jobs, current = {}, None
-    for line in output.splitlines():
-        if match := re.match(r"^(?:local)?rule (\w+):$", line):
-            current = match.group(1) if match.group(1) in STAGES else None
-            if current:
-                jobs[current] = {"resources": {}, "shell": ""}
-        elif current and line.startswith("    resources: "):
-            pairs = (item.split("=", 1) for item in line.removeprefix("    resources: ").split(", "))
-            jobs[current]["resources"] = dict(pairs)
-        elif current and line.startswith("Shell command: "):
-            jobs[current]["shell"] = line.removeprefix("Shell command: ")
-    return jobs
+def planned_jobs(repo: Path, *args: str) -> dict[str, dict]:
+    """Each job of a Snakemake dry run with the SLURM profile, by rule: its threads, resources and
+    shell command, as Snakemake hands them to logger plugins (tests/plugins/snakemake_logger_plugin_jobplan)."""
+    plan = repo / "plan.jsonl"
+    command = ["snakemake", *args, "-n", "--cores", "all", "--profile", "slurm", "--logger", "jobplan", "--logger-jobplan-path", str(plan)]
+    run([*command, "--configfile", "config/paper.yaml"], repo, PYTHONPATH=str(PLUGINS))  # --configfile last: it takes every word after it
+    jobs = [json.loads(line) for line in plan.read_text().splitlines()]
+    return {job["rule"]: job for job in jobs if job["rule"] != "stage_config"}
 
 
 @pytest.mark.smoke
 def test_snakemake_plans_the_paper_pipeline_with_its_cluster_requests(tmp_path):
-    repo = copy_repo(tmp_path / "repo")
-    result = run(["snakemake", "-n", "--cores", "all", "--profile", "slurm", "--configfile", "config/paper.yaml"], repo)
-    jobs = planned_jobs(result.stdout + result.stderr)
-    assert sorted(jobs) == sorted(PAPER_STAGES)
+    jobs = planned_jobs(copy_repo(tmp_path / "repo"))
+    assert sorted(jobs) == sorted([*PAPER_STAGES, "all"])
+    del jobs["all"]
     requested = config.load(REPO / "config" / "paper.yaml")["resources"]
     for stage, job in jobs.items():
         resources, want = job["resources"], requested[stage]
-        assert resources["runtime"] == str(want["runtime"]) and resources["mem_mb"] == str(want["mem_mb"]), stage
-        assert resources["cpus_per_task"] == str(want["cpus"]), stage
+        assert resources["runtime"] == want["runtime"] and resources["mem_mb"] == want["mem_mb"], stage
+        assert resources["cpus_per_task"] == want["cpus"], stage
         # the job uses the CPUs it asked for, not the submit host's count that caps Snakemake's {threads}
         assert f"--threads {want['cpus']}" in job["shell"], (stage, job["shell"])
         assert resources.get("slurm_partition") == (want["partition"] or None), stage
         if want["nodes"] > 1:
-            assert (resources["nodes"], resources["tasks"], resources["gres"]) == (
-                str(want["nodes"]),
-                str(want["nodes"]),
-                f"gpu:{want['gpus']}",
-            )
+            assert (resources["nodes"], resources["tasks"], resources["gres"]) == (want["nodes"], want["nodes"], f"gpu:{want['gpus']}")
         else:
-            assert "nodes" not in resources and resources.get("gpu") == (str(want["gpus"]) if want["gpus"] else None), stage
+            assert "nodes" not in resources and resources.get("gpu") == (want["gpus"] or None), stage
     # multi-node post-training: 4 nodes x 8 GPUs, one launcher per node, FSDP
     assert requested["posttrain"]["nodes"] == 4 and requested["posttrain"]["gpus"] == 8
     assert (
         "most launch --gpus-per-node 8 --nodes 4 --accelerate-config config/accelerate/fsdp.yaml -- posttrain" in jobs["posttrain"]["shell"]
     )
-    assert jobs["instruct"]["resources"]["gpu"] == "8" and jobs["eval_asr"]["resources"]["gpu"] == "1"
+    assert jobs["instruct"]["resources"]["gpu"] == 8 and jobs["eval_asr"]["resources"]["gpu"] == 1
     assert "gpu" not in jobs["download"]["resources"] and "gres" not in jobs["download"]["resources"]
 
 
@@ -81,15 +72,12 @@ def test_dvc_plans_the_paper_pipeline(tmp_path):
 
 
 def test_snakemake_plans_the_paper_ablations_on_the_shared_upstream_with_their_gpus(tmp_path):
-    repo = copy_repo(tmp_path / "repo")
-    # the target before --configfile, which takes every word after it as a file
-    result = run(["snakemake", "ablations", "-n", "--cores", "all", "--profile", "slurm", "--configfile", "config/paper.yaml"], repo)
-    jobs = planned_jobs(result.stdout + result.stderr)
+    jobs = planned_jobs(copy_repo(tmp_path / "repo"), "ablations")
     # the upstream of the graft and nothing after it: the ablations train from the graft themselves
-    assert sorted(jobs) == sorted(["download", "prepare", "encode_features", "fit_units", "tokenize", "graft"])
-    ablation = re.search(r"^rule ablations:$.*?^Shell command: (.+?)$", result.stdout + result.stderr, re.MULTILINE | re.DOTALL)
-    assert ablation, "no ablations job in the paper plan"
-    assert "most launch --gpus-per-node 8 --nodes 1 --accelerate-config config/accelerate/fsdp.yaml -- ablations" in ablation.group(1)
-    assert "--kmeans results/paper/units/kmeans" in ablation.group(1) and "--graft results/paper/graft" in ablation.group(1)
+    assert sorted(jobs) == sorted(["download", "prepare", "encode_features", "fit_units", "tokenize", "graft", "ablations"])
+    ablation = jobs["ablations"]["shell"]
+    assert "most launch --gpus-per-node 8 --nodes 1 --accelerate-config config/accelerate/fsdp.yaml -- ablations" in ablation
+    assert "--kmeans results/paper/units/kmeans" in ablation and "--graft results/paper/graft" in ablation
+    assert jobs["ablations"]["resources"]["gpu"] == 8
     paper = config.load(REPO / "config" / "paper.yaml")["ablations"]
     assert len(paper["seeds"]) >= 3 and "base_lm" not in paper["variants"]["no_shared"]  # a hub base: no from-scratch start

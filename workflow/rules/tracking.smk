@@ -9,7 +9,7 @@ onstart:
 
 
 onsuccess:
-    dvc_pipeline.commit_after_snakemake(config, {job.rule.name for job in workflow.dag.jobs})
+    dvc_pipeline.commit_after_snakemake(config)
     tracking.end_pipeline(success=True, log_paths=log)
 
 
