@@ -4,9 +4,10 @@ Each pipeline stage becomes one DVC stage whose command asks Snakemake for that 
 are the upstream outputs plus the stage's code and rule file, whose params are the config sections
 the stage reads, and whose outputs are persistent (DVC must not delete what Snakemake decides to
 keep). Paths are written with `${run}` from config/config.yaml, so renaming the run needs no
-regeneration. After a successful `snakemake`, `commit_after_snakemake` records in dvc.lock the stages
-Snakemake holds up to date, so that `dvc status` agrees with Snakemake. The report and the training summaries are
-DVC metrics and the training histories DVC plots, so `dvc metrics diff` and `dvc plots diff` compare runs.
+regeneration. After a successful `snakemake`, `commit_after_snakemake` records in dvc.lock the
+stages Snakemake holds up to date, so that `dvc status` agrees with Snakemake. The report and the
+training summaries are DVC metrics and the training histories DVC plots, so `dvc metrics diff` and
+`dvc plots diff` compare runs.
 
 A stage that Snakemake runs only when named (`stages.TARGET_ONLY`: the ablations) gets a dvc.yaml of
 its own, `pipelines/<stage>/dvc.yaml`, working from the repository root: a plain `dvc repro` runs
