@@ -110,6 +110,26 @@ def git_state() -> dict[str, str]:
     return {"git.commit": commit, "git.dirty": "true" if dirty else "false"}
 
 
+def float_path(device: str = "cpu") -> dict[str, str]:
+    """What, beside the seed and the thread count, decides how a run rounds its floats: the torch build,
+    the device, and on the CPU the instruction set its kernels dispatch to. The same values rerun to the
+    same numbers; another instruction set (AVX2 against AVX-512) trains to other numbers, about as far
+    apart as another seed (config/README.md, "The same seed on another CPU")."""
+    import torch
+
+    if str(device).startswith("cuda"):
+        return {"torch.version": torch.__version__, "device": torch.cuda.get_device_name(torch.device(device))}
+    model = ""
+    if Path("/proc/cpuinfo").is_file():
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "")
+    return {
+        "torch.version": torch.__version__,
+        "device": model or platform.processor() or platform.machine(),
+        "torch.cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    }
+
+
 def _log_params(client, run_id: str, params: dict) -> None:
     from mlflow.entities import Param
 
@@ -305,6 +325,7 @@ def stage_run(
         "most.kind": "stage",
         "most.stage": stage,
         "host": platform.node(),
+        **float_path(),
         **{f"input.{name}.md5": digest for name, digest in digests.items()},
     }
     if parent:

@@ -146,6 +146,17 @@ def _by_judge(tts: dict, qa: dict) -> list[str]:
     return lines
 
 
+def _float_paths(training: dict) -> str:
+    """Where the training ran, which decides its float rounding (`tracking.float_path`)."""
+    paths = {}
+    for stage, summary in training.items():
+        path = summary["float_path"]
+        kernels = f"{path['torch.cpu_capability']} kernels on " if "torch.cpu_capability" in path else ""
+        paths.setdefault(f"torch {path['torch.version']}, {kernels}{path['device']}", []).append(stage)
+    where = "; ".join(f"{', '.join(stages)}: {path}" for path, stages in paths.items())
+    return f"Trained with {where}. Another CPU instruction set trains to other numbers, about as far apart as another seed."
+
+
 def markdown(report: dict) -> str:
     asr, tts, audio_lm, qa = report["asr"], report["tts"], report["audio_lm"], report["spoken_qa"]
     lines = [
@@ -155,6 +166,8 @@ def markdown(report: dict) -> str:
         f"{' (uncommitted changes)' if report['git']['git.dirty'] == 'true' else ''}. Fractions, not percent; CIs are 95% bootstrap over test items.",
         "",
         f"Speech input: {report['speech']['input']} ({report['speech']['features']} features); speech output: {report['speech']['units']} units.",
+        "",
+        _float_paths(report["training"]),
         "",
         "| Metric | Value | 95% CI | n | Reference |",
         "|---|---|---|---|---|",

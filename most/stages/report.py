@@ -30,7 +30,7 @@ def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult
     training = {}
     for stage in ("posttrain", "instruct"):
         summary = read_stage_json(inputs[stage], "summary.json")
-        training[stage] = {key: summary[key] for key in ("steps", "seconds", "dev_asr_wer", "dev_loss_start", "dev_loss_end")}
+        training[stage] = {key: summary[key] for key in ("steps", "seconds", "dev_asr_wer", "dev_loss_start", "dev_loss_end", "float_path")}
         training[stage] |= {key: sum(summary[key].values()) / len(summary[key]) for key in ("loss_start", "loss_end")}
     report |= {
         "run": cfg["run"],

@@ -27,6 +27,7 @@ from most.train.history import LOSS_CURVE, StepHistory, loss_curve
 from most.train.loop import LoopSettings, checkpoint_step, latest_checkpoint, train
 from most.train.mixing import MixedBatches
 from most.train.tasks import Formatter
+from most.tracking import float_path
 
 log = logging.getLogger(__name__)
 SOURCE = {"posttrain": "graft", "instruct": "posttrain"}
@@ -176,6 +177,7 @@ def run_stage(stage: str, cfg: dict, inputs: dict, outputs: dict, threads: int) 
         "dev_asr_examples": [{"reference": r["text"], "hypothesis": h} for r, h in list(zip(asr_dev, asr["hypotheses"]))[:5]],
         "examples": {task: len(rows) for task, rows in data["examples"].items()},
         "too_long": data["too_long"],
+        "float_path": float_path(next(model.parameters()).device),
     }
     log.info(
         "%s: dev ASR WER %.3f (95%% CI %.3f-%.3f; chance %.3f, chance - WER %.3f-%.3f) over %d utterances",

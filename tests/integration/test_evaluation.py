@@ -61,6 +61,9 @@ def test_the_report_holds_every_evaluation_with_its_interval(ran_repo):
     markdown = (results(ran_repo) / "report.md").read_text()
     for label in ("ASR WER (test)", "TTS WER (whisper judge)", "Audio LM accuracy", "Spoken QA S→T accuracy", "Spoken QA S→S accuracy"):
         assert label in markdown
+    path = report["training"]["posttrain"]["float_path"]
+    assert path == report["training"]["instruct"]["float_path"]  # one host trained both
+    assert f"Trained with posttrain, instruct: torch {path['torch.version']}, {path['torch.cpu_capability']} kernels on" in markdown
     tts_row = next(line for line in markdown.splitlines() if line.startswith("| TTS WER"))
     assert f"chance {report['tts']['chance_wer']:.3f}; resynthesis ceiling" in tts_row
     judged_rows = [

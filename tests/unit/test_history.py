@@ -1,7 +1,11 @@
 """A training stage's step history: in MLflow while it trains, and complete after a kill and a resume."""
 
 import json
+import os
+import subprocess
+import sys
 
+import torch
 from mlflow import MlflowClient
 
 from most import tracking
@@ -83,3 +87,21 @@ def test_the_loss_curve_keeps_the_fields_every_step_has():
         {"step": 2, "loss": 2.5, "loss.tts": 2.5, "lr": 0.2, "dev_loss.asr": 2.2},
     ]
     assert loss_curve(history) == [{"step": 1, "loss": 3.0, "lr": 0.1}, {"step": 2, "loss": 2.5, "lr": 0.2}]
+
+
+def test_a_stage_run_is_tagged_with_the_float_path_its_kernels_take(tmp_path):
+    uri, run = tracked(tmp_path)
+    with run as stage:
+        pass
+    tags = MlflowClient(tracking_uri=uri).get_run(stage.run_id).data.tags
+    assert tags["torch.version"] == torch.__version__ and tags["torch.cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert tags["device"]  # the CPU model
+    # the tag reads the dispatch torch really takes: pinned to the portable kernels, it says so
+    pinned = subprocess.run(
+        [sys.executable, "-c", "from most import tracking; print(tracking.float_path()['torch.cpu_capability'])"],
+        env={**os.environ, "ATEN_CPU_CAPABILITY": "default"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert pinned.stdout.strip() == "DEFAULT"

@@ -96,6 +96,9 @@ def test_posttrain_then_instruct(grafted):
     assert summary["dev_loss_end"]["asr"] < summary["dev_loss_start"]["asr"]
     assert summary["examples"] == {"asr": 4, "tts": 4, "text_lm": 12, "text_qa": 1, "speech_lm": 2}  # speech_lm: the asr units, 2 by 2
     assert summary["too_long"] == {"asr": 0, "tts": 0, "text_lm": 0, "text_qa": 0, "speech_lm": 0}
+    # what decides the float rounding, beside seed and threads: this process's torch and its kernels' instruction set
+    assert summary["float_path"]["torch.version"] == torch.__version__
+    assert summary["float_path"]["torch.cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert {path.name for path in result.artifacts} == {"summary.json", "expert_load.json", "expert_load.png"}
     assert (root / "run" / "posttrain" / "expert_load.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (root / "run" / "checkpoints").exists() or not any((root / "run" / "checkpoints").iterdir())  # removed once saved
