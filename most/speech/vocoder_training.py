@@ -4,9 +4,10 @@ Training data are (units, run lengths, log-mel, F0) of the training utterances o
 (`sources.output_voice_rows`), all or a seeded sample of `vocoder.max_utterances`: the units and run
 lengths come from `tokenize`, the log-mel and F0 targets from the audio. One step takes a batch of
 utterances of similar length (sorted by length, a random window: little padding). The loss is L1 on
-the normalized log-mel, squared error on log run lengths, and cross-entropy on F0 bins; the decoder
-sees the true F0 while training (teacher forcing) and the F0 predictor's contour when speaking
-(`voice.f0: predicted`).
+the normalized log-mel (and, weighted by `vocoder.mel_delta_weight`, on its differences between
+neighbouring bins and between neighbouring frames), squared error on log run lengths, and
+cross-entropy on F0 bins; the decoder sees the true F0 while training (teacher forcing) and the F0
+predictor's contour when speaking (`voice.f0: predicted`).
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ def make_batch(examples, k: int, frames_per_unit: int, mel_mean, mel_std, speake
     return batch
 
 
-def loss_terms(model: vocoder.UnitMelVocoder, batch: dict) -> dict[str, torch.Tensor]:
+def loss_terms(model: vocoder.UnitMelVocoder, batch: dict, mel_delta_weight: float = 0.0) -> dict[str, torch.Tensor]:
     encoded = model.encode(batch["units"], batch["unit_mask"], batch["speakers"])
     unit_mask, frame_mask = batch["unit_mask"], batch["frame_mask"]
     duration = (((model.duration(encoded)[..., 0] - batch["log_durations"]) ** 2) * unit_mask).sum() / unit_mask.sum()
@@ -118,7 +119,14 @@ def loss_terms(model: vocoder.UnitMelVocoder, batch: dict) -> dict[str, torch.Te
     f0 = (torch.nn.functional.cross_entropy(f0_logits.transpose(1, 2), batch["f0"], reduction="none") * frame_mask).sum() / frame_mask.sum()
     predicted = model.decode(frames, batch["f0"], frame_mask)
     mel = ((predicted - batch["mel"]).abs().mean(-1) * frame_mask).sum() / frame_mask.sum()
-    return {"mel_l1": mel, "duration_mse": duration, "f0_ce": f0}
+    terms = {"mel_l1": mel, "duration_mse": duration, "f0_ce": f0}
+    if mel_delta_weight > 0:  # the spectrum's shape and its changes, which an L1 on the mel alone lets blur
+        across_bins = (predicted.diff(dim=-1) - batch["mel"].diff(dim=-1)).abs().mean(-1)
+        terms["mel_delta_bins"] = mel_delta_weight * (across_bins * frame_mask).sum() / frame_mask.sum()
+        pairs = frame_mask[:, 1:] * frame_mask[:, :-1]  # neighbouring frames both inside the utterance
+        across_frames = (predicted.diff(dim=1) - batch["mel"].diff(dim=1)).abs().mean(-1)
+        terms["mel_delta_frames"] = mel_delta_weight * (across_frames * pairs).sum() / pairs.sum().clamp(min=1)
+    return terms
 
 
 def learning_rate_factor(steps: int, schedule: str = "cosine", warmup_fraction: float = 0.05):
@@ -188,7 +196,9 @@ def train_unit_mel(settings: dict, seed: int, inputs: dict, out: Path, threads: 
     for step in range(1, settings["steps"] + 1):
         start = int(torch.randint(len(examples) - size + 1, (1,), generator=generator))
         chosen = [crop(e, settings["crop_units"], frames_per_unit, generator) for e in examples[start : start + size]]
-        terms = loss_terms(model, make_batch(chosen, config.k, frames_per_unit, mel_mean, mel_std, speaker_index))
+        terms = loss_terms(
+            model, make_batch(chosen, config.k, frames_per_unit, mel_mean, mel_std, speaker_index), settings["mel_delta_weight"]
+        )
         loss = sum(terms.values())
         optimizer.zero_grad()
         loss.backward()

@@ -78,6 +78,37 @@ def test_the_decoder_hears_the_same_planted_contour_in_training_and_in_synthesis
     assert torch.equal(seen[0], contour) and torch.equal(seen[1], contour)
 
 
+def test_the_mel_delta_loss_scores_the_spectrums_shape_inside_the_utterance_not_its_level():
+    from most.speech.vocoder_training import loss_terms, make_batch
+
+    model = small_unit_mel().eval()
+    per_unit = model.config.frames_per_unit
+    examples = [([3, 7, 1], [2, 1, 2], "a"), ([5, 2], [1, 1], "b")]  # 20 and 8 frames: the second is padded
+    batch = make_batch(
+        [(u, d, torch.zeros(sum(d) * per_unit, 80), torch.zeros(sum(d) * per_unit, dtype=torch.long), s) for u, d, s in examples],
+        32,
+        per_unit,
+        torch.zeros(80),
+        torch.ones(80),
+        {"a": 0, "b": 1},
+    )
+    with torch.no_grad():
+        encoded = model.encode(batch["units"], batch["unit_mask"], batch["speakers"])
+        frames = model.regulate(encoded, batch["index"], batch["position"], batch["frame_mask"], batch["speakers"])
+        predicted = model.decode(frames, batch["f0"], batch["frame_mask"])
+        # the prediction shifted by a constant: wrong level, right shape; the padded frames hold garbage
+        batch["mel"] = predicted + 0.5 + 100.0 * (1 - batch["frame_mask"])[..., None]
+        shifted = loss_terms(model, batch, mel_delta_weight=2.0)
+        assert torch.isclose(shifted["mel_l1"], torch.tensor(0.5))
+        assert shifted["mel_delta_bins"] < 1e-6 and shifted["mel_delta_frames"] < 1e-6
+        assert set(loss_terms(model, batch)) == {"mel_l1", "duration_mse", "f0_ce"}  # weight 0: the L1 on the mel alone
+        # a target of another shape: both terms grow, in proportion to the weight
+        batch["mel"] = batch["mel"] + torch.randn(batch["mel"].shape, generator=torch.Generator().manual_seed(0))
+        once, twice = loss_terms(model, batch, 1.0), loss_terms(model, batch, 2.0)
+        for term in ("mel_delta_bins", "mel_delta_frames"):
+            assert once[term] > 0.5 and torch.isclose(twice[term], 2 * once[term])
+
+
 def test_griffin_lim_gives_a_waveform_of_the_mel_length():
     model = small_unit_mel()
     mel = model.synthesize_mel([1, 2, 3], "b", [3, 3, 3])
