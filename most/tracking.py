@@ -21,6 +21,7 @@ import logging
 import os
 import platform
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -325,7 +326,6 @@ def stage_run(
         "most.kind": "stage",
         "most.stage": stage,
         "host": platform.node(),
-        **float_path(),
         **{f"input.{name}.md5": digest for name, digest in digests.items()},
     }
     if parent:
@@ -344,6 +344,9 @@ def stage_run(
         status = "FINISHED"
     finally:
         _active = StageRun()
+        if "torch" in sys.modules:  # a stage that never loaded torch did no math whose rounding this names
+            for key, value in float_path().items():
+                client.set_tag(run_id, key, value)
         _log_artifacts(client, run_id, [p for p in (config_path,) if p], "config")
         if log_file:
             for handler in logging.getLogger().handlers:

@@ -92,7 +92,7 @@ def test_the_loss_curve_keeps_the_fields_every_step_has():
 def test_a_stage_run_is_tagged_with_the_float_path_its_kernels_take(tmp_path):
     uri, run = tracked(tmp_path)
     with run as stage:
-        pass
+        pass  # torch is loaded (this module imports it): a stage that used it
     tags = MlflowClient(tracking_uri=uri).get_run(stage.run_id).data.tags
     assert tags["torch.version"] == torch.__version__ and tags["torch.cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert tags["device"]  # the CPU model
@@ -105,3 +105,17 @@ def test_a_stage_run_is_tagged_with_the_float_path_its_kernels_take(tmp_path):
         check=True,
     )
     assert pinned.stdout.strip() == "DEFAULT"
+
+
+def test_a_stage_that_never_loads_torch_is_not_tagged_with_a_float_path(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    code = (
+        "import sys\nfrom most import tracking\n"
+        f"with tracking.stage_run('prepare', {{}}, {{'enabled': True, 'uri': {uri!r}, 'experiment': 'x'}}, {{}}, None, None) as run:\n"
+        "    pass\n"
+        "print('torch' in sys.modules, run.run_id)"
+    )
+    loaded, run_id = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    tags = MlflowClient(tracking_uri=uri).get_run(run_id).data.tags
+    assert loaded == "False" and tags["most.stage"] == "prepare"
+    assert not {"torch.version", "torch.cpu_capability", "device"} & set(tags)
