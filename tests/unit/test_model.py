@@ -330,7 +330,9 @@ def test_continuous_frames_are_projected_into_audio_positions_routed_to_audio_ex
     changed = frames.clone()
     changed[3] += 1.0
     moved = model(input_ids=ids, speech_features=changed).logits
-    assert torch.equal(moved[0], out.logits[0]) and not torch.allclose(moved[1], out.logits[1])
+    # row 0 keeps its values up to float rounding: the experts multiply both rows' tokens together, and row 1's
+    # new routing changes those products' shapes, which on an AVX-512 Xeon rounds row 0 apart by about 1e-7
+    assert (moved[0] - out.logits[0]).abs().max() < 1e-5 and (moved[1] - out.logits[1]).abs().max() > 1e-2
     # the projector trains: gradients reach it
     model.train()
     model(input_ids=ids, speech_features=frames).logits.sum().backward()
