@@ -131,18 +131,19 @@ class PocketsphinxJudge:
         except ImportError as error:
             raise MissingJudgeError("judge.kind pocketsphinx needs `pocketsphinx`: pip install pocketsphinx==5.1.1") from error
         self.settings = settings
-        self._folder = tempfile.mkdtemp(prefix="most-judge-")
         words = {w for text in training_texts for w in text.split()}
         dictionary = Path(get_model_path()) / "en-us" / "cmudict-en-us.dict"
         lines = [line for line in dictionary.read_text().splitlines() if line.split(" ", 1)[0].split("(")[0] in words]
-        Path(self._folder, "domain.dict").write_text("\n".join(lines) + "\n")
         known = {line.split(" ", 1)[0].split("(")[0] for line in lines}
         lm = ArpaBoLM(text="\n".join(" ".join(w for w in t.split() if w in known) for t in training_texts), add_start=True)
         lm.compute()
-        lm.write_file(os.path.join(self._folder, "domain.arpa"))
-        self.decoder = Decoder(
-            samprate=16000, lm=os.path.join(self._folder, "domain.arpa"), dict=os.path.join(self._folder, "domain.dict"), loglevel="FATAL"
-        )
+        # the decoder reads both files when it is built, so they live only that long (1 MB per judge)
+        with tempfile.TemporaryDirectory(prefix="most-judge-") as folder:
+            Path(folder, "domain.dict").write_text("\n".join(lines) + "\n")
+            lm.write_file(os.path.join(folder, "domain.arpa"))
+            self.decoder = Decoder(
+                samprate=16000, lm=os.path.join(folder, "domain.arpa"), dict=os.path.join(folder, "domain.dict"), loglevel="FATAL"
+            )
         self.vocabulary = len(known)
 
     def transcribe(self, waves: list[np.ndarray]) -> list[str]:

@@ -45,6 +45,15 @@ def test_judge_transcribes_synthesized_speech(spoken, kind, window, limit):
     assert judge.describe()["kind"] == kind
 
 
+def test_pocketsphinx_judge_leaves_no_files_behind(spoken, tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the judge's LM and dictionary are written
+    judge = make_judge({"kind": "pocketsphinx"}, TRAINING, seed=0)
+    assert list(tmp_path.iterdir()) == []
+    assert word_error_rate(SENTENCES[:1], judge.transcribe(spoken[:1]))["wer"] <= 0.25  # the decoder holds what it read
+
+
 def test_a_clip_longer_than_whisper_window_is_decoded_whole(spoken):
     import numpy as np
 
