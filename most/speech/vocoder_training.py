@@ -118,13 +118,15 @@ def loss_terms(model: vocoder.UnitMelVocoder, batch: dict, mel_delta_weight: flo
     f0_logits = model.f0_logits(frames, frame_mask)
     f0 = (torch.nn.functional.cross_entropy(f0_logits.transpose(1, 2), batch["f0"], reduction="none") * frame_mask).sum() / frame_mask.sum()
     predicted = model.decode(frames, batch["f0"], frame_mask)
-    mel = ((predicted - batch["mel"]).abs().mean(-1) * frame_mask).sum() / frame_mask.sum()
+    error = predicted - batch["mel"]
+    mel = (error.abs().mean(-1) * frame_mask).sum() / frame_mask.sum()
     terms = {"mel_l1": mel, "duration_mse": duration, "f0_ce": f0}
     if mel_delta_weight > 0:  # the spectrum's shape and its changes, which an L1 on the mel alone lets blur
-        across_bins = (predicted.diff(dim=-1) - batch["mel"].diff(dim=-1)).abs().mean(-1)
+        # a difference of the error is the prediction's difference minus the target's
+        across_bins = error.diff(dim=-1).abs().mean(-1)
         terms["mel_delta_bins"] = mel_delta_weight * (across_bins * frame_mask).sum() / frame_mask.sum()
         pairs = frame_mask[:, 1:] * frame_mask[:, :-1]  # neighbouring frames both inside the utterance
-        across_frames = (predicted.diff(dim=1) - batch["mel"].diff(dim=1)).abs().mean(-1)
+        across_frames = error.diff(dim=1).abs().mean(-1)
         terms["mel_delta_frames"] = mel_delta_weight * (across_frames * pairs).sum() / pairs.sum().clamp(min=1)
     return terms
 
