@@ -56,26 +56,27 @@ def _voice_group(split: str) -> str:
     raise ValueError(f"split {split!r} does not start with train, dev or test")
 
 
-def speak(jobs: list[synth.SpeechJob], shard_size: int, sample_rate: int, threads: int) -> list[float]:
-    """Synthesize all jobs in fixed shards (one engine each), in parallel; durations in job order."""
+def speak(jobs: list[synth.SpeechJob], shard_size: int, sample_rate: int, threads: int) -> list[synth.Spoken]:
+    """Synthesize all jobs in fixed shards (one engine each), in parallel; durations and word start
+    times in job order."""
     shards: list[list[synth.SpeechJob]] = []
     for job in jobs:
         if not shards or len(shards[-1]) == shard_size or shards[-1][0].voice.engine != job.voice.engine:
             shards.append([])
         shards[-1].append(job)
-    durations: list[float] = []
+    spoken: list[synth.Spoken] = []
     progress = tqdm(total=len(jobs), desc="synthesizing", unit="utt", mininterval=5)
     if threads <= 1:
         for shard in shards:
-            durations += synth.synthesize_shard(shard, sample_rate)
+            spoken += synth.synthesize_shard(shard, sample_rate)
             progress.update(len(shard))
     else:
         with ProcessPoolExecutor(max_workers=threads, mp_context=get_context("spawn")) as pool:
-            for shard, shard_durations in zip(shards, pool.map(synth.synthesize_shard, shards, [sample_rate] * len(shards))):
-                durations += shard_durations
+            for shard, shard_spoken in zip(shards, pool.map(synth.synthesize_shard, shards, [sample_rate] * len(shards))):
+                spoken += shard_spoken
                 progress.update(len(shard))
     progress.close()
-    return durations
+    return spoken
 
 
 SYNTHESIS_RATE = 16000  # written at the pipeline's rate; prepare still checks and counts
@@ -94,14 +95,14 @@ def download_embedded(settings: dict, seed: int, out: Path, threads: int) -> dic
     for item in spoken:
         voice = _voice_for(item.pair_id or item.id, item.split, synthesis, seed, item.task)
         jobs.append(synth.SpeechJob(item.id, item.text, voice, str(out / "audio" / item.split / f"{item.id}.flac")))
-    durations = speak(jobs, synthesis["shard_size"], SYNTHESIS_RATE, threads)
+    said = speak(jobs, synthesis["shard_size"], SYNTHESIS_RATE, threads)
     rows = [
-        sources.record(file_name=f"audio/{item.split}/{item.id}.flac", speaker=job.voice.speaker, **_item_fields(item))
-        for item, job in zip(spoken, jobs)
+        sources.record(file_name=f"audio/{item.split}/{item.id}.flac", speaker=job.voice.speaker, word_start_ms=words, **_item_fields(item))
+        for item, job, (_, words) in zip(spoken, jobs, said)
     ]
     write_jsonl(rows, out / sources.METADATA)
     write_jsonl((sources.record(**_item_fields(item)) for item in items if not item.spoken), out / sources.TEXT)
-    return _summary("embedded", "embedded", rows, len(items) - len(spoken), sum(durations), started)
+    return _summary("embedded", "embedded", rows, len(items) - len(spoken), sum(duration for duration, _ in said), started)
 
 
 def _item_fields(item: world.TextItem) -> dict:
@@ -207,7 +208,7 @@ def download_hub(source: dict, synthesis: dict, seed: int, out: Path, threads: i
     seconds = 0.0
     if jobs:
         speakable = [job for job in jobs if job.text.strip()]
-        seconds = sum(speak(speakable, synthesis["shard_size"], SYNTHESIS_RATE, threads))
+        seconds = sum(duration for duration, _ in speak(speakable, synthesis["shard_size"], SYNTHESIS_RATE, threads))
     out.mkdir(parents=True, exist_ok=True)
     write_jsonl(rows, out / sources.METADATA)
     write_jsonl(text_rows, out / sources.TEXT)

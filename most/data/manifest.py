@@ -15,7 +15,21 @@ import numpy as np
 
 from most.io import read_jsonl, write_jsonl
 
-SPEECH_COLUMNS = ("id", "audio", "duration", "text", "speaker", "split", "task", "source", "response", "answers", "pair_id", "label")
+SPEECH_COLUMNS = (
+    "id",
+    "audio",
+    "duration",
+    "text",
+    "speaker",
+    "split",
+    "task",
+    "source",
+    "response",
+    "answers",
+    "pair_id",
+    "label",
+    "word_start_ms",  # per word of the text, where it starts (ms; -1 none of its own); empty where the source gives no times
+)
 TEXT_COLUMNS = ("id", "text", "split", "task", "source", "response", "answers")
 SPEECH, TEXT = "manifests", "text"  # folders of the prepare output
 

@@ -100,6 +100,11 @@ def _check_one(row, duplicate, source_dir, source, settings, audio_out, repaired
         relative = Path(source) / row["split"] / f"{Path(row['file_name']).stem}.flac"
         audio.write_flac(Path(audio_out) / relative, mono, target_rate)
         audio_path = str(Path(repaired_root) / relative)
+    word_start_ms = row.get("word_start_ms") or []
+    if word_start_ms and len(word_start_ms) != len(outcome.text.split(" ")):
+        # normalising split or removed a word (punctuation): the times no longer name the words
+        word_start_ms = []
+        outcome.repairs.append("word_times_dropped")
     kept = speech_row(
         id=f"{source}-{row['id']}",
         audio=audio_path,
@@ -113,6 +118,7 @@ def _check_one(row, duplicate, source_dir, source, settings, audio_out, repaired
         answers=row.get("answers", []),
         pair_id=row.get("pair_id", ""),
         label=row.get("label", ""),
+        word_start_ms=word_start_ms,
     )
     return outcome, kept
 

@@ -24,6 +24,7 @@ REPAIR_REASONS = {
     "resampled": "audio at another sample rate, resampled to prepare.sample_rate",
     "downmixed": "multi-channel audio mixed down to mono",
     "punctuation_removed": "punctuation stripped from the text",
+    "word_times_dropped": "word start times dropped: normalising changed the text's words (split or removed one)",
 }
 EXAMPLES_PER_REASON = 5
 

@@ -4,17 +4,20 @@ Every source, whatever its origin (embedded synthesis, a hub dataset, a local fo
 under `results/<run>/download/<source>/` as:
 
   metadata.jsonl   one row per utterance: file_name (relative to the folder), id, text, speaker,
-                   split, task, and optional response, answers, pair_id, label
+                   split, task, and optional response, answers, pair_id, label, word_start_ms
+                   (per word of the text, where it starts in the audio: what synthesis knows)
   text.jsonl       one row per text-only item: id, text, split, task, response, answers
   audio/...        the audio files, as downloaded or synthesized (decoded later, with soundfile)
 
 Local folders use the same layout as `datasets`' audiofolder (metadata.jsonl or metadata.csv with a
-`file_name` column), so any folder a user already has for `datasets` works as a source.
+`file_name` column), so any folder a user already has for `datasets` works as a source; a
+`word_start_ms` column (a list, or its JSON text in a CSV) gives word times from an aligner.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 from most.io import read_jsonl
@@ -50,6 +53,7 @@ def record(**values) -> dict:
         "answers": [str(a) for a in (values.get("answers") or [])],
         "pair_id": str(values.get("pair_id") or ""),
         "label": str(values.get("label") or ""),
+        "word_start_ms": [int(ms) for ms in (values.get("word_start_ms") or [])],
     }
     if "file_name" in values:
         row = {"file_name": str(values["file_name"]), **row}
@@ -86,6 +90,18 @@ def read_local_metadata(folder: Path, default_split: str, default_task: str) -> 
                 answers=row.get("answers"),
                 pair_id=row.get("pair_id"),
                 label=row.get("label"),
+                word_start_ms=_word_start_ms(row.get("word_start_ms"), where, number),
             )
         )
     return rows
+
+
+def _word_start_ms(value, where: Path, number: int) -> list[int]:
+    """A row's word start times: a list (JSON Lines) or its JSON text (CSV); none when absent."""
+    if value in (None, ""):
+        return []
+    try:
+        times = json.loads(value) if isinstance(value, str) else value
+        return [int(ms) for ms in times]
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{where}: row {number}: word_start_ms must be a list of whole milliseconds, got {value!r}") from error

@@ -20,6 +20,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -32,7 +33,26 @@ _PARAMETER_RATE = 1
 _PARAMETER_PITCH = 3
 _POSITION_CHARACTER = 1
 _CHARS_UTF8 = 1
-_SYNTH_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+_EVENT_LIST_TERMINATED = 0
+_EVENT_WORD = 1
+
+
+class _Event(ctypes.Structure):
+    """speak_lib.h's espeak_EVENT (its last member, a union of at most 8 bytes, read as raw bytes)."""
+
+    _fields_ = [
+        ("type", ctypes.c_int),
+        ("unique_identifier", ctypes.c_uint),
+        ("text_position", ctypes.c_int),  # 1-based character of the text
+        ("length", ctypes.c_int),
+        ("audio_position", ctypes.c_int),  # milliseconds into the utterance
+        ("sample", ctypes.c_int),
+        ("user_data", ctypes.c_void_p),
+        ("id", ctypes.c_char * 8),
+    ]
+
+
+_SYNTH_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event))
 
 
 class MissingPackageError(RuntimeError):
@@ -45,6 +65,25 @@ def _espeak_loader():
     except ImportError as error:
         raise MissingPackageError(f"espeak-ng synthesis needs the `espeakng-loader` package: pip install {ESPEAK_PACKAGE}") from error
     return espeakng_loader
+
+
+class Speech(NamedTuple):
+    samples: np.ndarray  # int16 at the engine's sample rate
+    word_start_ms: list[int]  # per word of the text (split on spaces): where it starts; -1: no start of its own, or not known
+
+
+def word_starts_of(text: str, events: list[tuple[int, int]]) -> list[int]:
+    """Per word of `text` (split on spaces), the time (ms) of the first word event at its first
+    character, or -1: espeak-ng joins some short words into the next ("in the") and reports one event."""
+    starts: list[int] = []
+    position = 0
+    for word in text.split(" "):
+        starts.append(position)
+        position += len(word) + 1
+    first_event = {}
+    for character, milliseconds in events:
+        first_event.setdefault(character, milliseconds)
+    return [first_event.get(start, -1) for start in starts]
 
 
 @dataclass(frozen=True)
@@ -75,10 +114,16 @@ class Espeak:
         if self.sample_rate <= 0:
             raise RuntimeError(f"espeak-ng failed to initialise (data at {loader.get_data_path()})")
         self._chunks: list[np.ndarray] = []
+        self._words: list[tuple[int, int]] = []  # (0-based character, ms) of each word event
 
-        def collect(wav, count, _events):
+        def collect(wav, count, events):
             if count > 0:
                 self._chunks.append(np.ctypeslib.as_array(wav, shape=(count,)).copy())
+            index = 0
+            while events and events[index].type != _EVENT_LIST_TERMINATED:
+                if events[index].type == _EVENT_WORD:
+                    self._words.append((events[index].text_position - 1, events[index].audio_position))
+                index += 1
             return 0
 
         self._callback = _SYNTH_CALLBACK(collect)  # kept referenced for the library's lifetime
@@ -88,13 +133,14 @@ class Espeak:
     def has_voice(self, name: str) -> bool:
         return self._lib.espeak_SetVoiceByName(name.encode()) == 0
 
-    def speak(self, text: str, voice: Voice) -> np.ndarray:
-        """int16 samples at `self.sample_rate`."""
+    def speak(self, text: str, voice: Voice) -> Speech:
+        """int16 samples at `self.sample_rate`, and where each word starts."""
         if not self.has_voice(voice.name):
             raise ValueError(f"espeak-ng has no voice {voice.name!r}")
         self._lib.espeak_SetParameter(_PARAMETER_RATE, voice.rate, 0)
         self._lib.espeak_SetParameter(_PARAMETER_PITCH, voice.pitch, 0)
         self._chunks.clear()
+        self._words.clear()
         # espeak-ng draws its noise from libc's rand(): seed it per utterance so that the waveform
         # does not depend on whatever else in this process called rand() before
         self._libc.srand(1)
@@ -103,7 +149,8 @@ class Espeak:
         if status != 0:
             raise RuntimeError(f"espeak-ng failed (status {status}) on {text!r}")
         self._lib.espeak_Synchronize()
-        return np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
+        samples = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
+        return Speech(samples, word_starts_of(text, self._words))
 
     def close(self) -> None:
         import _ctypes
@@ -137,11 +184,12 @@ class Piper:
         self._voice = PiperVoice.load(str(voice_package.model_path()), config_path=str(voice_package.config_path()))
         self.sample_rate = self._voice.config.sample_rate
 
-    def speak(self, text: str, voice: Voice) -> np.ndarray:
+    def speak(self, text: str, voice: Voice) -> Speech:
+        """int16 samples at `self.sample_rate`; piper reports no word times."""
         # noise off: onnxruntime's random ops cannot be seeded, and a rerun must be identical
         config = self._config_type(length_scale=voice.length_scale, noise_scale=0.0, noise_w_scale=0.0)
         chunks = [chunk.audio_int16_array for chunk in self._voice.synthesize(text, syn_config=config)]
-        return np.concatenate(chunks) if chunks else np.zeros(0, np.int16)
+        return Speech(np.concatenate(chunks) if chunks else np.zeros(0, np.int16), [-1] * len(text.split(" ")))
 
     def __enter__(self) -> Piper:
         return self
@@ -192,8 +240,14 @@ class SpeechJob:
     path: str  # where to write the FLAC file
 
 
-def synthesize_shard(jobs: list[SpeechJob], sample_rate: int) -> list[float]:
-    """Speak every job of one shard with a fresh engine; write 16-bit FLAC; return durations (s)."""
+class Spoken(NamedTuple):
+    duration: float  # seconds
+    word_start_ms: list[int]  # Speech.word_start_ms
+
+
+def synthesize_shard(jobs: list[SpeechJob], sample_rate: int) -> list[Spoken]:
+    """Speak every job of one shard with a fresh engine; write 16-bit FLAC; return each job's
+    duration and word start times."""
     import soundfile
     import torch
     import torchaudio
@@ -204,15 +258,15 @@ def synthesize_shard(jobs: list[SpeechJob], sample_rate: int) -> list[float]:
     engines = {job.voice.engine for job in jobs}
     if len(engines) != 1:
         raise ValueError(f"a shard must use one engine, got {sorted(engines)}")
-    durations = []
+    spoken = []
     with open_engine(jobs[0].voice.engine, jobs[0].voice.name) as engine:
         resample = torchaudio.transforms.Resample(engine.sample_rate, sample_rate)
         for job in jobs:
-            samples = engine.speak(job.text, job.voice)
+            samples, word_start_ms = engine.speak(job.text, job.voice)
             if samples.size == 0:
                 raise RuntimeError(f"{job.voice.speaker} produced no audio for {job.item_id} ({job.text!r})")
             waveform = resample(torch.from_numpy(samples.astype(np.float32) / 32768.0))
             Path(job.path).parent.mkdir(parents=True, exist_ok=True)
             soundfile.write(job.path, waveform.clamp(-1.0, 32767 / 32768).numpy(), sample_rate, subtype="PCM_16", format="FLAC")
-            durations.append(waveform.numel() / sample_rate)
-    return durations
+            spoken.append(Spoken(waveform.numel() / sample_rate, word_start_ms))
+    return spoken

@@ -17,7 +17,15 @@ SPLIT = "test"
 def model_units(checkpoint, texts: list[str], settings: dict, seed: int) -> list[list[int]]:
     """The model's TTS units for each text with the `evaluate` sampling settings (at least one unit each)."""
     rows = [{"text": text} for text in texts]
-    return checkpoint.generate_units("tts", rows, settings["tts_max_units"], settings["tts_temperature"], settings["tts_top_k"], seed)
+    return checkpoint.generate_units(
+        "tts",
+        rows,
+        settings["tts_max_units"],
+        settings["tts_temperature"],
+        settings["tts_top_k"],
+        seed,
+        max_units_per_word=settings["tts_max_units_per_word"],
+    )
 
 
 def speak_and_judge(checkpoint, speaker, judges: list, texts: list[str], settings: dict, seed: int) -> dict:

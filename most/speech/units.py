@@ -24,6 +24,30 @@ def expand(units: list[int], durations: list[int]) -> list[int]:
     return [unit for unit, count in zip(units, durations) for _ in range(count)]
 
 
+def word_unit_starts(word_start_ms: list[int], durations: list[int], frame_rate_hz: float) -> list[int]:
+    """Per word, the deduplicated unit where it starts: the run whose start frame is nearest the
+    word's start time; -1 for a word that shares the previous word's units (no start time of its
+    own, or one that falls on or before the previous word's unit). The first word starts at unit 0.
+    Empty when there are no times (the source gives none)."""
+    if not word_start_ms or not durations:
+        return []
+    run_starts = torch.cumsum(torch.tensor([0, *durations[:-1]], dtype=torch.float64), 0)
+    starts: list[int] = []
+    last = -1
+    for index, milliseconds in enumerate(word_start_ms):
+        if index == 0:
+            unit = 0
+        elif milliseconds < 0:
+            unit = -1
+        else:
+            # times in whole ms and rates in Hz: ms * rate / 1000 is exact for the rates in use (25, 50 Hz)
+            unit = int(torch.argmin((run_starts - milliseconds * frame_rate_hz / 1000).abs()))
+            unit = unit if unit > last else -1
+        starts.append(unit)
+        last = max(last, unit)
+    return starts
+
+
 class UnitTokenizer:
     """Features -> nearest centroid. Saved as centroids + normalisation statistics (safetensors)."""
 

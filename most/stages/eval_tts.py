@@ -49,7 +49,12 @@ def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult
         "units_per_word": sum(map(len, spoken["units"])) / max(1, sum(len(t.split()) for t in texts)),
         "reference_units_per_word": sum(len(r["units"]) for r in rows) / max(1, sum(len(t.split()) for t in texts)),
         "judges": by_judge,
-        "sampling": {"temperature": settings["tts_temperature"], "top_k": settings["tts_top_k"], "max_units": settings["tts_max_units"]},
+        "sampling": {
+            "temperature": settings["tts_temperature"],
+            "top_k": settings["tts_top_k"],
+            "max_units": settings["tts_max_units"],
+            "max_units_per_word": settings["tts_max_units_per_word"],
+        },
         "seconds": round(time.time() - started, 1),
     }
     for kind, figures in by_judge.items():

@@ -2,7 +2,10 @@
 
 Units come from the frames `encode_features` cached. Output: one `datasets` dataset per split
 under `units/tokens/<split>/` (columns id, units, durations, frames, text, speaker, split, task,
-source, response, answers, pair_id, label) and `tokenize_report.json`. Utterances too short to give `min_units` units are left out and counted.
+source, response, answers, pair_id, label, word_units) and `tokenize_report.json`. Utterances too short to
+give `min_units` units are left out and counted. `word_units` gives, per word of the text, the unit where
+it starts (`most.speech.units.word_unit_starts`), from the word times synthesis recorded; it is empty
+for utterances without them, which the report counts.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from tqdm import tqdm
 from most.data import manifest
 from most.io import atomic_directory, write_json
 from most.speech import feature_store
-from most.speech.units import UnitTokenizer
+from most.speech.units import UnitTokenizer, word_unit_starts
 from most.stages import StageResult
 
 log = logging.getLogger(__name__)
@@ -42,7 +45,7 @@ def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult
         for split in manifest.splits(inputs["prepare"]):
             cached = feature_store.load_split(Path(inputs["features"]), split)
             records = []
-            unit_count = frames = 0
+            unit_count = frames = without_word_times = 0
             for row in tqdm(manifest.rows(inputs["prepare"], [split]), desc=f"tokenizing {split}", unit="utt", mininterval=5):
                 if row["id"] not in cached:
                     raise ValueError(f"tokenize: utterance {row['id']} of {split} has no cached features in {inputs['features']}")
@@ -56,14 +59,24 @@ def run(cfg: dict, inputs: dict, outputs: dict, threads: int = 1) -> StageResult
                     continue
                 unit_count += len(units)
                 frames += sum(durations)
+                word_units = word_unit_starts(row.get("word_start_ms") or [], durations, settings["frame_rate_hz"])
+                without_word_times += not word_units
                 records.append(
-                    {"id": row["id"], "units": units, "durations": durations, "frames": sum(durations), **{k: row[k] for k in CARRIED}}
+                    {
+                        "id": row["id"],
+                        "units": units,
+                        "durations": durations,
+                        "frames": sum(durations),
+                        "word_units": word_units,
+                        **{k: row[k] for k in CARRIED},
+                    }
                 )
             datasets.Dataset.from_list(records).save_to_disk(str(out / split))
             report["splits"][split] = {
                 "utterances": len(records),
                 "units": unit_count,
                 "units_per_second": round(unit_count / max(frames, 1) * settings["frame_rate_hz"], 3),
+                "without_word_times": without_word_times,
             }
         elapsed = time.time() - started
         report["audio_seconds"] = round(audio_seconds, 1)

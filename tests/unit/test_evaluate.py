@@ -183,3 +183,46 @@ def test_allowed_tokens_mask_everything_else():
     masked = AllowedTokens([1, 3])(torch.zeros(2, 1, dtype=torch.long), scores)
     assert masked[0, 1] == 1 and masked[0, 3] == 3
     assert all(math.isinf(float(masked[0, i])) for i in (0, 2, 4, 5))
+
+
+def test_word_by_word_gives_each_word_and_ends_it_where_the_model_ends_it():
+    from most.evaluate.generate import WordByWord
+
+    units, end, pad = range(20, 30), 31, 0
+
+    def speaker(max_units, max_units_per_word):
+        words = [[[5], [6, 7], [8]]]  # one row of three words; the second is two ids
+        choose = WordByWord(words, units, end, pad, 1.0, 0, max_units, max_units_per_word, torch.Generator())
+
+        def step(favoured):  # the model's preference this step; greedy (top_k 0)
+            scores = torch.zeros(1, 40)
+            scores[0, favoured] = 5.0
+            forced = choose(None, scores)
+            assert int(torch.isfinite(forced).sum()) == 1  # one choice, handed to greedy decoding
+            return int(forced[0].argmax())
+
+        return step
+
+    step = speaker(max_units=10, max_units_per_word=2)
+    # word 1 is given whatever the model prefers; a unit; a text token ends the word and word 2 is given in its place;
+    # two units fill word 2 (the cap), so word 3 follows; after its two units, end-of-speech, then padding
+    said = [step(favoured) for favoured in (21, 22, 9, 23, 24, 25, 26, 23, 23, 24, 24)]
+    assert said == [5, 22, 6, 7, 24, 25, 8, 23, 23, end, pad]
+    step = speaker(max_units=10, max_units_per_word=0)
+    # end-of-speech before the last word ends only the word; a response with no unit yet cannot end: at the
+    # last word end-of-speech and text are out, and the likeliest unit (all tie here: the first) is said
+    assert [step(favoured) for favoured in (21, end, 22, 9, end, 21, end)] == [5, 6, 7, 8, 20, 21, end]
+    step = speaker(max_units=1, max_units_per_word=0)
+    assert [step(favoured) for favoured in (21, 22, 23)] == [5, 22, end]  # the response's unit limit ends it
+
+
+def test_worded_units_generated_in_left_padded_batches_are_the_units_generated_one_by_one():
+    checkpoint = tiny_checkpoint({"tts": {"prompt": "{tag}{text}", "response": "{speech_with_words}"}})
+    rows = [{"text": text} for text in ("the cook", "red kite finds some cups", "cups", "the red cook finds the kite")]
+    alone = checkpoint.generate_units("tts", rows, 12, temperature=1.0, top_k=0, seed=0, batch_size=1, max_units_per_word=3)
+    batched = checkpoint.generate_units("tts", rows, 12, temperature=1.0, top_k=0, seed=0, batch_size=3, max_units_per_word=3)
+    assert batched == alone
+    assert all(1 <= len(units) <= min(12, 3 * len(row["text"].split())) for units, row in zip(alone, rows))
+    assert all(0 <= unit < checkpoint.unit_count for units in alone for unit in units)
+    sampled = [checkpoint.generate_units("tts", rows, 12, 1.0, 5, seed=3, batch_size=3, max_units_per_word=3) for _ in range(2)]
+    assert sampled[0] == sampled[1]

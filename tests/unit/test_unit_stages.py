@@ -34,7 +34,7 @@ def prepared(tmp_path_factory):
         for voice in ("en-us+m3", "en-us+f1")
         for i, text in enumerate(SENTENCES)
     ]
-    synth.synthesize_shard(jobs, 16000)
+    spoken = synth.synthesize_shard(jobs, 16000)
     rows = [
         {
             "id": f"{job.item_id}-{job.voice.name}",
@@ -49,8 +49,10 @@ def prepared(tmp_path_factory):
             "answers": [],
             "pair_id": "",
             "label": "",
+            # the word times synthesis reports, for one voice only: the other's rows stand for data without them
+            "word_start_ms": said.word_start_ms if job.voice.name == "en-us+m3" else [],
         }
-        for job in jobs
+        for job, said in zip(jobs, spoken)
     ]
     soundfile.write(root / "audio" / "blip.flac", np.zeros(480, np.float32), 16000)
     dev = [
@@ -99,6 +101,16 @@ def test_fit_tokenize_and_train_on_a_small_corpus(prepared, tmp_path):
     first = train[0]
     assert len(first["units"]) == len(first["durations"]) and sum(first["durations"]) == first["frames"]
     assert all(a != b for a, b in zip(first["units"], first["units"][1:]))
+    # word starts: per word of the text for the timed voice (the first word on unit 0, the rest later
+    # or sharing the word before); none for the other voice, counted
+    for row in train:
+        starts = [unit for unit in row["word_units"] if unit >= 0]
+        if row["speaker"] == "espeak:en-us+m3":
+            assert len(row["word_units"]) == len(row["text"].split()) and starts[0] == 0 and len(starts) >= len(row["word_units"]) - 2
+            assert starts == sorted(set(starts)) and starts[-1] < len(row["units"])
+        else:
+            assert row["word_units"] == []
+    assert report["splits"]["train"]["without_word_times"] == 6
     # features of the audio computed now (`most asr`, LibriVox) equal the cached ones, and so do the units
     tokenizer = UnitTokenizer.load(tmp_path / "kmeans")
     row = json.loads((prepare / "manifests" / "train.jsonl").read_text().splitlines()[0])

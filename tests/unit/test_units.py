@@ -182,6 +182,18 @@ def test_whisper_encoder_without_its_wheel_or_with_unreadable_weights_names_the_
         make_features(WHISPER).unnormalized([np.zeros(16000, np.float32)], ["x"])
 
 
+def test_each_word_starts_on_the_unit_run_nearest_its_time():
+    from most.speech.units import word_unit_starts
+
+    durations = [2, 3, 1, 4]  # runs start at frames 0, 2, 5, 6: 0, 80, 200, 240 ms at 25 Hz
+    # the first word starts the speech; 90 ms is nearest frame 2; -1 stays; 200 ms is frame 5; 250 ms frame 6
+    assert word_unit_starts([30, 90, -1, 200, 250], durations, 25) == [0, 1, -1, 2, 3]
+    # a time on or before the previous word's unit joins that word (60 ms is nearest frame 2, already taken)
+    assert word_unit_starts([0, 95, 60, 130], durations, 25) == [0, 1, -1, -1]
+    assert word_unit_starts([0, 40], [2, 2], 50) == [0, 1]  # 40 ms is frame 2 at 50 Hz
+    assert word_unit_starts([], durations, 25) == [] and word_unit_starts([0, 10], [], 25) == []
+
+
 def test_tokenizer_saves_and_loads(tmp_path):
     centroids = torch.randn(16, 80)
     tokenizer = UnitTokenizer(LOGMEL, centroids, torch.zeros(80), torch.ones(80))
