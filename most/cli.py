@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     except config.ConfigError as error:
         log.error("%s", error)
         return 2
-    except (FileNotFoundError, RuntimeError) as error:
+    except (FileNotFoundError, RuntimeError, ValueError) as error:
         if args.handler.__module__ != "most.inference":
             raise
         log.error("%s", error)

@@ -43,14 +43,23 @@ class Assistant:
         return {"id": str(wav), "units": units, "durations": durations, "speech_frames": frames}
 
     def speak(self, text: str, path: Path) -> int:
-        """The model speaks `text` through the run's vocoder into `path`; returns the unit count."""
+        """The model speaks `text` through the run's vocoder into `path`; returns the unit count. The
+        text is normalised as `prepare` normalised the training texts (case, punctuation), so the model
+        is given words as it learned them."""
         import soundfile
 
+        from most.data.quality import normalize_text
         from most.evaluate.tts import model_units
         from most.speech.speaker import Speaker
         from most.speech.units import UnitTokenizer
 
-        [units] = model_units(self.checkpoint, [text], self.cfg["evaluate"], self.cfg["seed"])
+        normalized = normalize_text(text, self.cfg["prepare"])
+        if normalized.skip:
+            detail = f" ({normalized.detail})" if normalized.detail else ""
+            raise ValueError(f"cannot speak {text!r}: {normalized.skip}{detail}; the model speaks the training texts' alphabet")
+        if normalized.text != text:
+            log.info("speaking %r", normalized.text)
+        [units] = model_units(self.checkpoint, [normalized.text], self.cfg["evaluate"], self.cfg["seed"])
         wave = Speaker(self.vocoder, UnitTokenizer.load(self.kmeans), self.cfg["voice"]).speak(units)
         path.parent.mkdir(parents=True, exist_ok=True)
         soundfile.write(path, wave, 16000)

@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile
 from mlflow import MlflowClient
@@ -166,6 +167,11 @@ def test_most_tts_and_most_ask(ran_repo, tmp_path):
     run(["most", "tts", "the cook finds a red ball", "-o", str(out)], ran_repo)
     info = soundfile.info(str(out))
     assert info.samplerate == 16000 and info.frames > 0
+    # typed text is normalised as the training texts were: the same words, the same speech
+    run(["most", "tts", "The cook finds a red ball!", "-o", str(tmp_path / "typed.wav")], ran_repo)
+    assert np.array_equal(soundfile.read(str(out))[0], soundfile.read(str(tmp_path / "typed.wav"))[0])
+    digits = run(["most", "tts", "the cook finds 2 balls", "-o", str(tmp_path / "digits.wav")], ran_repo, check=False)
+    assert digits.returncode == 1 and "cannot speak 'the cook finds 2 balls': characters_outside_alphabet (2)" in digits.stderr
     question = next((results(ran_repo) / "download").rglob("spoken_qa-test-00000.flac"))
     result = run(["most", "ask", str(question)], ran_repo)
     assert len(result.stdout.splitlines()) == 1
